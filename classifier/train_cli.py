@@ -1,0 +1,105 @@
+"""The `emotion-pipeline train` subcommand."""
+
+import argparse
+from pathlib import Path
+
+from classifier.preprocess import DEFAULT_INPUT_SIZE
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train mini-Xception on FER-2013",
+        description=(
+            "Train mini-Xception on the FER-2013 Training split, keeping the checkpoint with the best "
+            "PublicTest accuracy. Writes the model, history.csv, curves.png, confusion_matrix.png and "
+            "per_class.json to the run folder."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", type=Path, required=True,
+                        help="fer2013.csv, or a folder holding it or train/<emotion>/ and test/<emotion>/")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/mini-xception"),
+                        help="folder for checkpoints, logs, plots and the final model")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir from its last finished epoch")
+    parser.add_argument("--epochs", type=positive_int, default=60, help="number of epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="faces per training step")
+    parser.add_argument("--learning-rate", type=positive_float, default=1e-3, help="initial Adam learning rate")
+    parser.add_argument("--lr-decay", type=unit_float, default=0.95,
+                        help="factor applied to the learning rate after every epoch")
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="train without random shifts, rotations, zoom and flips")
+    parser.add_argument("--l2", type=non_negative_float, default=0.01,
+                        help="L2 weight decay of the plain convolutions")
+    parser.add_argument("--separable-l2", type=non_negative_float, default=0.0,
+                        help="L2 weight decay of the separable convolutions' depthwise and pointwise kernels")
+    parser.add_argument("--early-stopping", type=non_negative_int, default=15,
+                        help="stop after this many epochs without a better PublicTest accuracy (0: never)")
+    parser.add_argument("--input-size", type=positive_int, default=DEFAULT_INPUT_SIZE,
+                        help="side of the square model input in pixels")
+    parser.add_argument("--seed", type=int, default=1, help="random seed for weights, shuffling and augmentation")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="use only the first N faces of each split (for quick trials)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="folder for decoded dataset arrays (default: ~/.cache/emotion-pipeline)")
+    parser.set_defaults(handler=run_train, stage="train")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from classifier.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data,
+        run_dir=args.run_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        lr_decay=args.lr_decay,
+        augment=args.augment,
+        l2=args.l2,
+        separable_l2=args.separable_l2,
+        early_stopping=args.early_stopping,
+        input_size=args.input_size,
+        seed=args.seed,
+        limit=args.limit,
+        resume=args.resume,
+        cache_dir=args.cache_dir,
+    )
+    train(config)
+    return 0
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number above 0 and at most 1, got {text}")
+    return value

@@ -13,6 +13,10 @@ logger = logging.getLogger(__name__)
 # stores a `handler(args) -> int` and a `stage` name in its defaults.
 SUBCOMMAND_MODULES = (
     "classifier.train_cli",
+    "common.config_cli",
+    "classifier.evaluate_cli", "classifier.export_cli",
+    "capture.cli", "sink.cli",
+    "detector.cli", "classifier.worker_cli", "common.run_cli",
 )
 
 

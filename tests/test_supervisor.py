@@ -1,0 +1,122 @@
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from common.supervisor import RestartPolicy, StageSpec, Supervisor
+
+SCRIPT = Path(__file__).parent / "processes" / "scripted_stage.py"
+FAST_RESTARTS = RestartPolicy(initial_backoff_s=0.05, max_backoff_s=0.2, max_crashes=3, window_s=30.0)
+
+
+def spec(name: str, role: str, behaviour: str, state_dir: Path) -> StageSpec:
+    return StageSpec(name=name, role=role, argv=[sys.executable, str(SCRIPT), behaviour, str(state_dir)])
+
+
+def pids(state_dir: Path, behaviour: str) -> list[int]:
+    path = state_dir / f"{behaviour}.pids"
+    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
+
+
+def wait_for(condition, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def run_in_thread(supervisor: Supervisor) -> tuple[threading.Thread, list[int]]:
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(supervisor.run()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_sink_exit_ends_run(tmp_path):
+    supervisor = Supervisor(
+        [spec("capture", "capture", "serve", tmp_path), spec("sink", "sink", "finish", tmp_path)],
+        tmp_path / "run", FAST_RESTARTS,
+    )
+    thread, result = run_in_thread(supervisor)
+    assert wait_for(lambda: (tmp_path / "run" / "sink.ready").exists())
+
+    (tmp_path / "finish").write_text("")
+    thread.join(timeout=20)
+
+    assert result == [0]
+    assert (tmp_path / "serve.stopped").exists(), "capture was not stopped after the sink finished"
+
+
+def test_crashed_stage_restarted(tmp_path):
+    supervisor = Supervisor(
+        [spec("detector", "detector", "crash-once", tmp_path), spec("sink", "sink", "finish", tmp_path)],
+        tmp_path / "run", FAST_RESTARTS,
+    )
+    thread, result = run_in_thread(supervisor)
+
+    assert wait_for(lambda: len(pids(tmp_path, "crash-once")) == 2), "detector was not restarted"
+    first, second = pids(tmp_path, "crash-once")
+    assert first != second
+
+    (tmp_path / "finish").write_text("")
+    thread.join(timeout=20)
+    assert result == [0]
+
+
+def test_stage_failing_to_start_reported(tmp_path, caplog):
+    supervisor = Supervisor([spec("classifier", "classifier", "crash", tmp_path)], tmp_path / "run", FAST_RESTARTS)
+
+    with caplog.at_level("ERROR"):
+        code = supervisor.run()
+
+    assert code == 1
+    assert "stage classifier exited with status 3 before it was ready" in caplog.text
+    assert "model file not found" in caplog.text
+
+
+def test_crash_loop_gives_up(tmp_path, caplog):
+    supervisor = Supervisor(
+        [spec("capture", "capture", "serve", tmp_path), spec("detector", "detector", "serve", tmp_path)],
+        tmp_path / "run", FAST_RESTARTS,
+    )
+    thread, result = run_in_thread(supervisor)
+    assert wait_for(lambda: (tmp_path / "run" / "detector.ready").exists())
+
+    # Kill the detector each time it comes back, more often than the policy allows.
+    killed: set[int] = set()
+    deadline = time.monotonic() + 20
+    while thread.is_alive() and time.monotonic() < deadline:
+        for pid in pids(tmp_path, "serve")[1:]:
+            if pid not in killed:
+                killed.add(pid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.02)
+    thread.join(timeout=20)
+
+    assert result == [1]
+    assert "crashed 4 times within 30 s; giving up" in caplog.text
+
+
+def test_sigterm_drains_then_stops(tmp_path):
+    supervisor = Supervisor(
+        [spec("capture", "capture", "serve", tmp_path), spec("sink", "sink", "finish", tmp_path)],
+        tmp_path / "run", FAST_RESTARTS, drain_timeout_s=0.5,
+    )
+    thread, result = run_in_thread(supervisor)
+    assert wait_for(lambda: (tmp_path / "run" / "sink.ready").exists())
+
+    supervisor.request_stop(signal.SIGTERM)
+    thread.join(timeout=30)
+
+    assert result == [0]
+    assert (tmp_path / "serve.stopped").exists()
+    assert (tmp_path / "finish.stopped").exists()

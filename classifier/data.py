@@ -42,9 +42,32 @@ class FerSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, count: int) -> "FerSplit":
-        """Return the first `count` faces."""
-        return FerSplit(self.images[:count], self.labels[:count], self.names[:count])
+    def subset(self, count: int, seed: int = 0) -> "FerSplit":
+        """Return a random sample of `count` faces, stratified by emotion.
+
+        The same seed and split give the same sample, in split order. Each emotion
+        gets its share of `count` rounded down, and the faces left over go to the
+        emotions with the largest remainders. A `count` of at least the split's
+        size returns the whole split.
+        """
+        if count < 0:
+            raise ValueError(f"expected a subset size of at least 0, got {count}")
+        if count >= len(self):
+            return self
+
+        rng = np.random.default_rng(seed)
+        classes, class_sizes = np.unique(self.labels, return_counts=True)
+        shares = class_sizes * count / len(self)
+        sample_sizes = np.floor(shares).astype(np.int64)
+        leftover = count - int(sample_sizes.sum())
+        sample_sizes[np.argsort(sample_sizes - shares, kind="stable")[:leftover]] += 1
+
+        chosen = [
+            rng.choice(np.flatnonzero(self.labels == emotion), size=size, replace=False)
+            for emotion, size in zip(classes, sample_sizes)
+        ]
+        indices = np.sort(np.concatenate(chosen))
+        return FerSplit(self.images[indices], self.labels[indices], self.names[indices])
 
 
 def default_cache_dir() -> Path:
@@ -152,7 +175,7 @@ def parse_csv_row(row: list[str], where: str) -> tuple[int, np.ndarray, str]:
         raise DatasetError(f"{where}: expected 3 columns (emotion,pixels,Usage), got {len(row)}")
     emotion, pixel_text, split = (value.strip() for value in row)
 
-    if not emotion.isdigit() or int(emotion) >= len(EMOTIONS):
+    if not (emotion.isascii() and emotion.isdigit()) or int(emotion) >= len(EMOTIONS):
         raise DatasetError(f"{where}: expected an emotion index from 0 to {len(EMOTIONS) - 1}, got {emotion!r}")
     if split not in SPLITS:
         raise DatasetError(f"{where}: expected Usage to be one of {', '.join(SPLITS)}, got {split!r}")
@@ -165,11 +188,19 @@ def parse_csv_row(row: list[str], where: str) -> tuple[int, np.ndarray, str]:
     try:
         pixels = np.array([int(value) for value in values], dtype=np.int64)
     except ValueError:
-        raise DatasetError(f"{where}: pixel values must be integers from 0 to 255") from None
-    if pixels.min() < 0 or pixels.max() > 255:
-        raise DatasetError(f"{where}: pixel values must be integers from 0 to 255")
+        pixels = None
+    if pixels is None or pixels.min() < 0 or pixels.max() > 255:
+        invalid = next(value for value in values if not is_pixel_value(value))
+        raise DatasetError(f"{where}: expected pixel values to be integers from 0 to 255, got {invalid!r}")
 
     return int(emotion), pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE), split
+
+
+def is_pixel_value(text: str) -> bool:
+    try:
+        return 0 <= int(text) <= 255
+    except ValueError:
+        return False
 
 
 def list_folder_images(root: Path) -> list[Path]:

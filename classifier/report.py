@@ -100,22 +100,30 @@ def plot_curves(history_csv: Path, path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(
-    run_dir: Path, history_csv: Path, labels: np.ndarray, probabilities: np.ndarray, split: str
-) -> dict:
-    """Write curves.png, confusion_matrix.png and per_class.json; return the figures."""
-    predictions = probabilities.argmax(axis=1)
+def summarise(labels: np.ndarray, predictions: np.ndarray, split: str) -> dict:
+    """Return the split, face count, accuracy, per-class metrics and confusion matrix as plain JSON types."""
+    if len(labels) == 0:
+        raise ValueError(f"cannot measure accuracy on {split}: it contains no faces")
     matrix = confusion_matrix(labels, predictions)
-    accuracy = float((predictions == labels).mean())
-    figures = {
+    return {
         "split": split,
         "n": int(len(labels)),
-        "accuracy": round(accuracy, 4),
+        "accuracy": round(float((predictions == labels).mean()), 4),
         "per_class": per_class_metrics(matrix),
         "confusion_matrix": matrix.tolist(),
     }
 
+
+def write_report(
+    run_dir: Path, history_csv: Path, labels: np.ndarray, probabilities: np.ndarray, split: str
+) -> dict:
+    """Write curves.png, confusion_matrix.png and per_class.json; return the figures."""
+    figures = summarise(labels, probabilities.argmax(axis=1), split)
+    matrix = np.array(figures["confusion_matrix"])
+
     plot_curves(history_csv, run_dir / "curves.png")
-    plot_confusion_matrix(matrix, run_dir / "confusion_matrix.png", f"{split}, accuracy {accuracy:.3f}")
+    plot_confusion_matrix(
+        matrix, run_dir / "confusion_matrix.png", f"{split}, accuracy {figures['accuracy']:.3f}"
+    )
     (run_dir / "per_class.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures

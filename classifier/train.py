@@ -45,7 +45,7 @@ class TrainConfig:
     early_stopping: int = 15  # epochs without a better PublicTest accuracy; 0 disables
     input_size: int = DEFAULT_INPUT_SIZE
     seed: int = 1
-    limit: int | None = None  # faces per split, for quick trials and tests
+    limit: int | None = None  # faces sampled per split, stratified by emotion; for quick trials and tests
     resume: bool = False
     cache_dir: Path | None = None
 
@@ -93,7 +93,8 @@ def load_splits(config: TrainConfig) -> tuple[FerSplit, FerSplit]:
     splits = load_fer2013(config.data, cache_dir=config.cache_dir)
     train_split, val_split = splits["Training"], splits["PublicTest"]
     if config.limit is not None:
-        train_split, val_split = train_split.subset(config.limit), val_split.subset(config.limit)
+        train_split = train_split.subset(config.limit, seed=config.seed)
+        val_split = val_split.subset(config.limit, seed=config.seed)
     if len(train_split) == 0 or len(val_split) == 0:
         raise ValueError(f"{config.data}: the Training and PublicTest splits must both hold faces")
     return train_split, val_split
@@ -189,10 +190,12 @@ class Checkpoints(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         accuracy = float((logs or {}).get("val_accuracy", 0.0))
-        if accuracy > self.best_accuracy:
+        best_path = self.run_dir / "best.keras"
+        # A run whose accuracy never rises above 0 still needs a best.keras for the final model.
+        if accuracy > self.best_accuracy or not best_path.is_file():
             logger.info("Epoch %d: PublicTest accuracy improved from %.4f to %.4f", epoch + 1, self.best_accuracy, accuracy)
             self.best_accuracy = accuracy
-            save_atomically(self.model, self.run_dir / "best.keras")
+            save_atomically(self.model, best_path)
 
         save_atomically(self.model, self.run_dir / "last.keras")
         state = {"epoch": epoch + 1, "best_accuracy": self.best_accuracy}

@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from classifier.preprocess import DEFAULT_INPUT_SIZE
+from common.arguments import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
 
 
 def add_parser(subparsers) -> None:
@@ -38,9 +39,10 @@ def add_parser(subparsers) -> None:
                         help="stop after this many epochs without a better PublicTest accuracy (0: never)")
     parser.add_argument("--input-size", type=positive_int, default=DEFAULT_INPUT_SIZE,
                         help="side of the square model input in pixels")
-    parser.add_argument("--seed", type=int, default=1, help="random seed for weights, shuffling and augmentation")
+    parser.add_argument("--seed", type=int, default=1, help="random seed for weights, shuffling, augmentation and the --limit sample")
     parser.add_argument("--limit", type=positive_int, default=None,
-                        help="use only the first N faces of each split (for quick trials)")
+                        help="use a random sample of N faces from each split, stratified by emotion and drawn with --seed "
+                             "(for quick trials)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="folder for decoded dataset arrays (default: ~/.cache/emotion-pipeline)")
     parser.set_defaults(handler=run_train, stage="train")
@@ -69,37 +71,3 @@ def run_train(args: argparse.Namespace) -> int:
     train(config)
     return 0
 
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number above 0 and at most 1, got {text}")
-    return value

@@ -73,7 +73,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
 
 def option_overrides(args: argparse.Namespace) -> list[str]:
-    """Turn the command-line options into config overrides, so every stage sees the same values."""
+    """Turn the command-line options into config overrides, so every stage reads the same values."""
     overrides = []
     if args.source is not None:
         overrides.append(f"capture.source={quote(args.source)}")

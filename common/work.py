@@ -1,7 +1,7 @@
 """Control messages between the detector's work dispatcher and the classifier workers.
 
 The detector binds a ROUTER socket and each worker connects a DEALER. Work goes
-out as `FaceCrops` messages (see common.schema). The workers answer with
+out as `FaceCrops` messages (see common.schema). The workers reply with
 one-part control messages, each a msgpack map:
 
 - `{"kind": "worker_ready", "version": 1, "credits": N}`: the worker joined

@@ -427,7 +427,8 @@ def test_fuzz_header_field_of_wrong_value(name, data):
                                       max_size=3),
         "arrays": st.lists(st.lists(msgpack_values, max_size=3), max_size=3),
         "rejected_reasons": st.lists(st.text(min_size=1, max_size=8), min_size=3, max_size=5),
-        "labels": st.lists(st.integers(), min_size=1, max_size=3),
+        # msgpack packs integers from -2**63 to 2**64 - 1 only.
+        "labels": st.lists(st.integers(-(2**63), 2**64 - 1), min_size=1, max_size=3),
     }
     original = header[key]
     header[key] = data.draw(bad_values[key].filter(lambda value: value != original))

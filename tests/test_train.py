@@ -1,0 +1,90 @@
+"""`emotion-pipeline train` on a tiny generated dataset: every artifact, then --resume."""
+
+import csv
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from common.cli import main
+
+ARTIFACTS = (
+    "model.keras", "best.keras", "last.keras", "state.json", "history.csv",
+    "curves.png", "confusion_matrix.png", "per_class.json", "config.json",
+)
+
+
+@pytest.fixture
+def restore_logging():
+    """Put back the root logger's handlers, which the CLI replaces with its own."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    """64 Training and 16 PublicTest faces in the original CSV layout, every emotion present."""
+    rng = np.random.default_rng(7)
+    path = tmp_path / "fer2013.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for split, count in (("Training", 64), ("PublicTest", 16), ("PrivateTest", 7)):
+            for index in range(count):
+                pixels = rng.integers(0, 256, size=48 * 48)
+                writer.writerow([index % 7, " ".join(map(str, pixels)), split])
+    return path
+
+
+def read_history(run_dir):
+    with (run_dir / "history.csv").open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def run_train(tiny_csv, run_dir, epochs, *extra):
+    return main([
+        "--log-level", "WARNING", "train", "--data", str(tiny_csv), "--run-dir", str(run_dir),
+        "--cache-dir", str(run_dir.parent / "cache"), "--epochs", str(epochs), "--batch-size", "16",
+        "--early-stopping", "0", "--no-augment", *extra,
+    ])
+
+
+@pytest.mark.slow
+def test_train_then_resume(tiny_csv, tmp_path, restore_logging):
+    run_dir = tmp_path / "run"
+
+    assert run_train(tiny_csv, run_dir, 2) == 0
+
+    for name in ARTIFACTS:
+        assert (run_dir / name).is_file(), f"{name} missing after training"
+    assert json.loads((run_dir / "state.json").read_text())["epoch"] == 2
+    assert [row["epoch"] for row in read_history(run_dir)] == ["0", "1"]
+    report = json.loads((run_dir / "per_class.json").read_text())
+    assert report["split"] == "PublicTest"
+    assert report["n"] == 16
+    assert sum(values["support"] for values in report["per_class"].values()) == 16
+    first_last = (run_dir / "last.keras").stat().st_mtime_ns
+
+    assert run_train(tiny_csv, run_dir, 3, "--resume") == 0
+
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["epoch"] == 3
+    history = read_history(run_dir)
+    assert [row["epoch"] for row in history] == ["0", "1", "2"]
+    # The learning rate keeps decaying from where the first run stopped: 1e-3 * 0.95**2.
+    assert float(history[2]["learning_rate"]) == pytest.approx(1e-3 * 0.95**2, rel=1e-4)
+    assert (run_dir / "last.keras").stat().st_mtime_ns > first_last
+    assert not list(run_dir.glob("*.partial.keras"))
+
+
+def test_train_rejects_existing_run_without_resume(tiny_csv, tmp_path, restore_logging):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "last.keras").write_bytes(b"a previous run's checkpoint")
+
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        run_train(tiny_csv, run_dir, 1)

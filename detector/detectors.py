@@ -62,9 +62,10 @@ def create_detector(name: str = DEFAULT_DETECTOR, **options: Any) -> FaceDetecto
     """Create the detector registered as `name`, passing `options` to its constructor.
 
     - `haar`: OpenCV's frontal-face Haar cascade (`detector.haar.HaarDetector`).
-    - `blazeface`: MediaPipe BlazeFace short-range model, for faces within about
-      2 m of the camera (`detector.blazeface.BlazeFaceDetector`).
-    - `blazeface_full`: BlazeFace full-range model, for faces up to about 5 m away.
+    - `blazeface`: MediaPipe BlazeFace short-range model, for faces at least about
+      15% of the frame width (`detector.blazeface.BlazeFaceDetector`).
+    - `blazeface_full`: BlazeFace full-range model, for faces down to about 7% of
+      the frame width.
     """
     # Imported here so that choosing one backend never loads the other's runtime.
     if name == "haar":

@@ -18,10 +18,12 @@ class EventWriter:
 
     Each line contains `source`, `frame_index`, `capture_time` (Unix seconds), `box`
     ([x, y, w, h] in pixels), `emotion` (the top label), `probabilities` (label to
-    probability) and `latency_ms` (from capture reading the frame to the sink
-    releasing it). A face without classifications has null `emotion` and
-    `probabilities`. Frames without faces write no line. The file is replaced
-    when the writer opens it.
+    probability), `latency_ms` (from capture reading the frame to the sink
+    releasing it) and `status`. The status is `classified`, `classification_timeout` (no
+    result arrived in time) or the reason the detector did not classify the face
+    (`too_small`, `clipped`, `blurred`). A face that was not classified has null
+    `emotion` and `probabilities`. Frames without faces write no line. The file
+    is replaced when the writer opens it.
     """
 
     def __init__(self, path: Path, *, flush_interval_s: float = 1.0):
@@ -40,7 +42,7 @@ class EventWriter:
         logger.info("Writing events to %s", self.path)
 
     def write(self, joined: JoinedFrame) -> int:
-        """Write one line per face of `joined` and return the number of lines."""
+        """Write one line per face of `joined`, classified or not, and return the number of lines."""
         frame = joined.frame
         latency_ms = round((joined.released_time - frame.capture_time) * 1000, 2)
         for face, box in enumerate(frame.boxes):
@@ -60,11 +62,29 @@ class EventWriter:
                     label: round(float(value), 6) for label, value in zip(joined.labels, probabilities)
                     if math.isfinite(value)
                 }
+                event["status"] = "classified"
+            else:
+                event["status"] = "classification_timeout"
             self._file.write(json.dumps(event) + "\n")
-        self.lines_written += len(frame.boxes)
-        self._unflushed = self._unflushed or bool(len(frame.boxes))
+
+        for box, reason in zip(frame.rejected_boxes, frame.rejected_reasons):
+            event = {
+                "source": frame.source_id,
+                "frame_index": frame.frame_index,
+                "capture_time": frame.capture_time,
+                "box": [int(value) for value in box],
+                "emotion": None,
+                "probabilities": None,
+                "latency_ms": latency_ms,
+                "status": reason,
+            }
+            self._file.write(json.dumps(event) + "\n")
+
+        lines = len(frame.boxes) + len(frame.rejected_boxes)
+        self.lines_written += lines
+        self._unflushed = self._unflushed or bool(lines)
         self.flush_if_due()
-        return len(frame.boxes)
+        return lines
 
     def flush_if_due(self) -> None:
         """Flush unflushed lines once `flush_interval_s` has passed since the last flush; call it regularly."""

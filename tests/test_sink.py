@@ -1,5 +1,6 @@
 """The sink: joiner, annotator, recorder, events, the stage over real ZeroMQ sockets and the sink process."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -383,7 +384,9 @@ def test_events_fields_and_types(tmp_path):
     assert lines_written == 2
     assert len(lines) == 2
     first, second = lines
-    assert set(first) == {"source", "frame_index", "capture_time", "box", "emotion", "probabilities", "latency_ms"}
+    assert set(first) == {"source", "frame_index", "capture_time", "box", "emotion", "probabilities", "latency_ms",
+                          "status"}
+    assert first["status"] == "classified"
     assert first["source"] == "cam"
     assert first["frame_index"] == 4
     assert isinstance(first["capture_time"], float) and first["capture_time"] == T0
@@ -396,6 +399,25 @@ def test_events_fields_and_types(tmp_path):
     assert second["box"] == list(FACE_B)
     assert second["emotion"] is None
     assert second["probabilities"] is None
+    assert second["status"] == "classification_timeout"
+
+
+def test_events_rejected_faces_written(tmp_path):
+    path = tmp_path / "events.jsonl"
+    frame = dataclasses.replace(
+        detected(7, FACE_A, capture_time=T0),
+        rejected_boxes=boxes_of(FACE_B), rejected_reasons=["too_small"],
+    )
+
+    with EventWriter(path) as events:
+        lines_written = events.write(joined_with(frame, "sad"))
+
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines_written == 2
+    assert [line["status"] for line in lines] == ["classified", "too_small"]
+    assert lines[1]["box"] == list(FACE_B)
+    assert lines[1]["emotion"] is None
+    assert lines[1]["probabilities"] is None
 
 
 def test_events_flushed_before_close(tmp_path, wait_until):

@@ -16,33 +16,36 @@ def add_parser(subparsers) -> None:
             "PublicTest accuracy. Writes the model, history.csv, curves.png, confusion_matrix.png and "
             "per_class.json to the run folder."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", type=Path, required=True,
                         help="fer2013.csv, or a folder holding it or train/<emotion>/ and test/<emotion>/")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/mini-xception"),
-                        help="folder for checkpoints, logs, plots and the final model")
+                        help="folder for checkpoints, logs, plots and the final model (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir from its last finished epoch")
-    parser.add_argument("--epochs", type=positive_int, default=60, help="number of epochs")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="faces per training step")
-    parser.add_argument("--learning-rate", type=positive_float, default=1e-3, help="initial Adam learning rate")
+    parser.add_argument("--epochs", type=positive_int, default=60, help="number of epochs (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="faces per training step (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=positive_float, default=1e-3,
+                        help="initial Adam learning rate (default: %(default)s)")
     parser.add_argument("--lr-decay", type=unit_float, default=0.95,
-                        help="factor applied to the learning rate after every epoch")
+                        help="factor applied to the learning rate after every epoch (default: %(default)s)")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
-                        help="train without random shifts, rotations, zoom and flips")
+                        help="train without the random shifts, rotations, zoom and flips that are on by default")
     parser.add_argument("--l2", type=non_negative_float, default=0.01,
-                        help="L2 weight decay of the plain convolutions")
+                        help="L2 weight decay of the plain convolutions (default: %(default)s)")
     parser.add_argument("--separable-l2", type=non_negative_float, default=0.0,
-                        help="L2 weight decay of the separable convolutions' depthwise and pointwise kernels")
+                        help="L2 weight decay of the separable convolutions' depthwise and pointwise kernels "
+                             "(default: %(default)s)")
     parser.add_argument("--early-stopping", type=non_negative_int, default=15,
-                        help="stop after this many epochs without a better PublicTest accuracy (0: never)")
+                        help="stop after this many epochs without a better PublicTest accuracy, 0 for never "
+                             "(default: %(default)s)")
     parser.add_argument("--input-size", type=positive_int, default=DEFAULT_INPUT_SIZE,
-                        help="side of the square model input in pixels")
-    parser.add_argument("--seed", type=int, default=1, help="random seed for weights, shuffling, augmentation and the --limit sample")
+                        help="side of the square model input in pixels (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed for weights, shuffling, augmentation and the --limit sample "
+                             "(default: %(default)s)")
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="use a random sample of N faces from each split, stratified by emotion and drawn with --seed "
-                             "(for quick trials)")
+                             "(for quick trials; default: every face)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="folder for decoded dataset arrays (default: ~/.cache/emotion-pipeline)")
     parser.set_defaults(handler=run_train, stage="train")

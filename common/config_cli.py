@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --config and --set, which every command that reads the pipeline config accepts."""
     parser.add_argument("--config", type=Path, default=None,
-                        help="pipeline config file (TOML), or none for the defaults")
+                        help="pipeline config file (TOML); without it every value takes its default")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, for example classifier.max_batch=64 "
                              "(VALUE is read as TOML, else as a string); repeatable")

@@ -116,7 +116,14 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"metrics port must be from 0 to 65535, got {port}")
     # prometheus_client returns (server, thread) since version 0.20.
-    server, _thread = start_http_server(port, addr=host)
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"cannot serve metrics on {host}:{port}: {error.strerror}. Choose another port with the "
+            "metrics.* config keys (or --metrics-port), or 0 to disable metrics",
+        ) from error
     bound_port = server.server_port
     logger.info("Serving metrics at http://%s:%d/metrics", host, bound_port)
     return bound_port

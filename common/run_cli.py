@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -55,10 +56,17 @@ def run_pipeline(args: argparse.Namespace) -> int:
         logger.error("%s", error)
         return EXIT_INVALID_ARGUMENTS
 
+    problems = check_output_paths(config)
+    if problems:
+        for problem in problems:
+            logger.error("%s", problem)
+        return EXIT_INVALID_ARGUMENTS
+
     if args.validate_config:
         print(to_toml(config.model_dump(mode="json")))
         return 0
 
+    temporary_run_dir = args.run_dir is None
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="emotion-pipeline-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "pipeline.toml"
@@ -69,7 +77,19 @@ def run_pipeline(args: argparse.Namespace) -> int:
     code = supervisor.run()
     if code == 0 and config.sink.record is not None:
         logger.info("Annotated video written to %s", config.sink.record)
+    if code == 0 and temporary_run_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
     return code
+
+
+def check_output_paths(config: PipelineConfig) -> list[str]:
+    """Return one message per output file whose folder is missing, before any stage starts."""
+    problems = []
+    for key, path in (("sink.record", config.sink.record), ("sink.events", config.sink.events)):
+        if path is not None and not Path(path).parent.is_dir():
+            problems.append(f"{key}: the folder {Path(path).parent} does not exist. Create it or choose "
+                            f"another path for {path.name}")
+    return problems
 
 
 def option_overrides(args: argparse.Namespace) -> list[str]:

@@ -111,8 +111,14 @@ class StageRunner:
             self._publish_ready(started)
             phase = "step"
             self._loop()
-        except Exception:
-            logger.exception("Stage %s crashed in %s", self.stage, phase)
+        except Exception as error:
+            if phase == "setup":
+                # Setup fails on a bad source, path or port. The message names what to fix,
+                # so the traceback goes to the debug log only.
+                logger.error("Stage %s failed to start: %s", self.stage, error)
+                logger.debug("Setup traceback of stage %s", self.stage, exc_info=True)
+            else:
+                logger.exception("Stage %s crashed in %s", self.stage, phase)
             exit_code = EXIT_CRASHED
         finally:
             set_stage_state(self.stage, "stopping")
@@ -125,6 +131,11 @@ class StageRunner:
                 exit_code = EXIT_CRASHED
         logger.info("Stage %s stopped after %.1f s with exit code %d",
                     self.stage, time.monotonic() - started, exit_code)
+        if self.handle_signals:
+            # Python restores the default handlers while the interpreter shuts down, so a
+            # repeated Ctrl-C arriving then would kill the stopped process with -SIGINT.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
         return exit_code
 
     def _loop(self) -> None:

@@ -7,14 +7,15 @@ backoff, and gives up when one crashes too often within a window. Clean exits
 source has ended and every frame is written, which ends the run.
 
 Each child runs in its own session, so a Ctrl-C in the terminal reaches only
-the supervisor, which then stops the stages upstream first: capture ends its
-streams, the frames in flight drain through the detector and the classifier
-workers, the sink closes its outputs and exits, and the remaining stages are
-stopped last.
+the supervisor. The supervisor then stops the stages upstream first. Capture
+ends its streams, the frames in flight drain through the detector and the
+classifier workers, and the sink closes its outputs and exits. The remaining
+stages are stopped last.
 """
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-STDERR_TAIL_LINES = 20
+STDERR_TAIL_LINES = 40
+RESTART_COUNT_VARIABLE = "EMOTION_PIPELINE_RESTART_COUNT"
+ERROR_LINE = re.compile(r" (ERROR|CRITICAL) |^\w*(Error|Exception): ")
 
 
 class StageStartError(RuntimeError):
@@ -52,6 +55,7 @@ class StageProcess:
     crash_times: deque = field(default_factory=lambda: deque(maxlen=64))
     restart_at: float | None = None
     finished: bool = False
+    launches: int = 0  # times this stage was started
     stderr_reader: threading.Thread | None = None
     stderr_tail: deque = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
 
@@ -97,12 +101,15 @@ class Supervisor:
     def launch(self, stage: StageProcess) -> None:
         stage.ready_file.unlink(missing_ok=True)
         argv = [*stage.spec.argv, "--ready-file", str(stage.ready_file)]
+        environment = process_environment()
+        # Tells a restarted stage not to overwrite what its previous run wrote.
+        environment[RESTART_COUNT_VARIABLE] = str(stage.launches)
         stage.popen = subprocess.Popen(
             argv,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=process_environment(),
+            env=environment,
             text=True,
             errors="replace",
         )
@@ -111,6 +118,7 @@ class Supervisor:
         stage.stderr_reader = threading.Thread(target=self.forward_stderr, args=(stage,), daemon=True)
         stage.stderr_reader.start()
         logger.info("Started stage %s (pid %d)", stage.spec.name, stage.popen.pid)
+        stage.launches += 1
 
     def forward_stderr(self, stage: StageProcess) -> None:
         """Copy a child's log lines to our stderr and keep the last ones for crash reports."""
@@ -123,6 +131,10 @@ class Supervisor:
         deadline = time.monotonic() + self.ready_timeout_s
         while not stage.ready_file.exists():
             code = stage.popen.poll()
+            if code == 0:
+                # A short file source can finish before the supervisor reads its ready file.
+                logger.info("Stage %s finished before it was seen ready (status 0)", stage.spec.name)
+                return
             if code is not None:
                 raise StageStartError(
                     f"stage {stage.spec.name} exited with status {code} before it was ready: "
@@ -285,10 +297,11 @@ def last_error_line(stage: StageProcess) -> str:
     """Return the last non-empty stderr line of a stage, waiting briefly for the reader to catch up."""
     if stage.stderr_reader is not None and not is_running(stage):
         stage.stderr_reader.join(timeout=1.0)
-    for line in reversed(stage.stderr_tail):
-        if line.strip():
-            return line.strip()
-    return "no output on stderr"
+    lines = [line.strip() for line in stage.stderr_tail if line.strip()]
+    for line in reversed(lines):
+        if ERROR_LINE.search(line):
+            return line
+    return lines[-1] if lines else "no output on stderr"
 
 
 def stage_command(*arguments: str) -> list[str]:

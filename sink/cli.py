@@ -2,11 +2,13 @@
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
+from common.arguments import positive_float, positive_int
 from common.config import ConfigError, load_config
 from common.stage import add_stage_arguments, run_stage
-from common.arguments import positive_float, positive_int
+from common.supervisor import RESTART_COUNT_VARIABLE
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +75,20 @@ def run_sink(args: argparse.Namespace) -> int:
             logger.error("%s", error)
             return EXIT_INVALID_ARGUMENTS
 
+    record = args.record or sink.record
+    events = args.events or sink.events
+    restarts = int(os.environ.get(RESTART_COUNT_VARIABLE, "0") or 0)
+    if restarts > 0:
+        # A restarted sink must not overwrite what the crashed one wrote.
+        record, events = part_path(record, restarts), part_path(events, restarts)
+        logger.warning("Sink restarted (restart %d): writing the rest of the run to %s and %s",
+                       restarts, record, events)
+
     timeout_ms = args.classification_timeout_ms or sink.classification_timeout_ms
     logic = SinkStage(
         args.input or config.endpoints.results,
-        record=args.record or sink.record,
-        events=args.events or sink.events,
+        record=record,
+        events=events,
         display=display,
         classification_timeout_s=timeout_ms / 1000,
         max_pending_frames=args.max_pending_frames or sink.max_pending_frames,
@@ -89,3 +100,10 @@ def run_sink(args: argparse.Namespace) -> int:
     return run_stage(logic, stage="sink", log_level=args.log_level, metrics_port=metrics_port or None,
                      metrics_host=config.metrics.host, ready_file=args.ready_file)
 
+
+def part_path(path: Path | None, part: int) -> Path | None:
+    """Return `out.part1.mp4` for `out.mp4` and part 1, or None for no path."""
+    if path is None:
+        return None
+    path = Path(path)
+    return path.with_name(f"{path.stem}.part{part}{path.suffix}")

@@ -73,7 +73,12 @@ def test_runner_crash_exits_1_and_closes(phase, caplog):
     assert logic.calls[-1] == "close"
     errors = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert len(errors) == 1
-    assert errors[0].exc_info is not None
+    if phase == "setup":
+        # A setup error is one line naming the cause; its traceback goes to the debug log.
+        assert errors[0].exc_info is None
+        assert "failed to start" in errors[0].getMessage()
+    else:
+        assert errors[0].exc_info is not None
 
 
 def test_setup_failure_skips_steps():

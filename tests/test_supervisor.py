@@ -77,7 +77,23 @@ def test_stage_failing_to_start_reported(tmp_path, caplog):
 
     assert code == 1
     assert "stage classifier exited with status 3 before it was ready" in caplog.text
-    assert "model file not found" in caplog.text
+    # The error line, not the last line, explains the failure.
+    assert "before it was ready: 12:00:00 ERROR   [classifier] model file not found" in caplog.text
+
+
+def test_stage_finishing_before_ready_not_an_error(tmp_path):
+    supervisor = Supervisor(
+        [spec("sink", "sink", "finish", tmp_path), spec("capture", "capture", "quick-exit", tmp_path)],
+        tmp_path / "run", FAST_RESTARTS,
+    )
+    thread, result = run_in_thread(supervisor)
+    assert wait_for(lambda: supervisor.stages[1].finished), "capture's clean exit was not recorded"
+
+    (tmp_path / "finish").write_text("")
+    thread.join(timeout=20)
+
+    assert result == [0]
+    assert len(pids(tmp_path, "quick-exit")) == 1, "a stage that exited 0 must not be restarted"
 
 
 def test_crash_loop_gives_up(tmp_path, caplog):

@@ -6,7 +6,8 @@ BEHAVIOUR is one of:
   serve        become ready, then run until SIGTERM and exit 0
   finish       become ready, then exit 0 once STATE_DIR/finish exists
   crash-once   become ready; on the first start exit 3 soon after, later starts serve
-  crash        exit 3 before becoming ready, after printing a reason on stderr
+  crash        exit 3 before becoming ready, after printing an error line and then an info line
+  quick-exit   exit 0 at once without becoming ready, as a very short file source does
 Each start appends its pid to STATE_DIR/<BEHAVIOUR>.pids.
 """
 
@@ -35,8 +36,11 @@ def stop(signum, frame):
 signal.signal(signal.SIGTERM, stop)
 
 if behaviour == "crash":
-    print("model file not found: /nonexistent/model.keras", file=sys.stderr, flush=True)
+    print("12:00:00 ERROR   [classifier] model file not found: /nonexistent/model.keras", file=sys.stderr)
+    print("12:00:00 INFO    [classifier] Stage classifier stopped with exit code 3", file=sys.stderr, flush=True)
     sys.exit(3)
+if behaviour == "quick-exit":
+    sys.exit(0)
 
 ready_file.write_text("ready\n")
 

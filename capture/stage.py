@@ -105,13 +105,12 @@ class CaptureStage:
     def _close_sender(self) -> None:
         """Close the socket, first letting the queued frames and the end of stream reach the detector."""
         if self._sender is not None:
-            # The transport closes with linger 0, which discards queued messages: the last
-            # frames of a file and its end of stream would be lost whenever the detector lags.
+            # Linger 0 would discard queued messages, so the last frames of a file and its
+            # end of stream would be lost whenever the detector lags.
             # NOTE: linger covers only this side. When the detector's receive queue has room for
             # only 1 or 2 messages, libzmq sometimes loses the last ones as this connection closes.
             linger_ms = round(DRAIN_TIMEOUT_S * 1000) if self._ended else 0
-            self._sender.socket.close(linger=linger_ms)
-            self._sender.close()
+            self._sender.close(linger_ms=linger_ms)
             self._sender = None
         if self._owns_context and not self._context.closed:
             started = time.monotonic()

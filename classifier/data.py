@@ -1,8 +1,8 @@
 """FER-2013 readers for the original CSV and the image-folder release, with an array cache.
 
 Both layouts decode to the same `FerSplit` arrays: 48x48 uint8 faces, integer
-labels in the CSV's class order, and a name per face (a file path or a CSV row)
-so that every error and every duplicate can be traced back to its source.
+labels in the CSV's class order, and a name per face (a file path or a CSV row).
+The names trace every error and every duplicate back to its source.
 """
 
 import csv
@@ -28,7 +28,7 @@ CACHE_VERSION = 1
 
 
 class DatasetError(ValueError):
-    """The dataset is missing, laid out wrongly or holds a malformed record."""
+    """The dataset is missing, laid out wrongly or contains a malformed record."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def list_folder_images(root: Path) -> list[Path]:
         part_dir = root / part
         if not part_dir.is_dir():
             raise DatasetError(
-                f"{root} holds neither {CSV_NAME} nor a {part}/ folder: expected fer2013.csv or "
+                f"{root} contains neither {CSV_NAME} nor a {part}/ folder: expected fer2013.csv or "
                 "train/<emotion>/ and test/<emotion>/ with the emotions " + ", ".join(EMOTIONS)
             )
         for emotion in EMOTIONS:

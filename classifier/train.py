@@ -149,7 +149,7 @@ def build_or_resume(config: TrainConfig) -> tuple[keras.Model, int, float]:
         logger.warning("No checkpoint in %s to resume from; starting a new run", config.run_dir)
     elif last_path.exists():
         raise FileExistsError(
-            f"{config.run_dir} already holds a run: pass --resume to continue it or choose another --run-dir"
+            f"{config.run_dir} already contains a run: pass --resume to continue it or choose another --run-dir"
         )
 
     model = build_mini_xception(config.input_size, l2=config.l2, separable_l2=config.separable_l2)

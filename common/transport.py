@@ -192,9 +192,14 @@ class _Channel:
         last = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         return last or self.requested_endpoint
 
-    def close(self) -> None:
-        """Close the socket, discarding unsent parts; safe to call more than once."""
-        self._socket.close(linger=0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; safe to call more than once.
+
+        With the default `linger_ms` of 0, unsent parts are discarded. A sender
+        whose last messages must arrive (an end of stream) passes a linger in
+        milliseconds, and the context's `term()` then waits up to that long.
+        """
+        self._socket.close(linger=linger_ms)
 
     def __enter__(self):
         return self

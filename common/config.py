@@ -64,7 +64,8 @@ class ClassifierConfig(Section):
     workers: int = Field(1, ge=1, le=16, description="classifier worker processes (processes)")
     model: Path | None = Field(
         None, strict=False, description="trained model file (.keras or .tflite), or unset for the shipped model")
-    # litert ran batches of 1 to 32 faces about 4x faster than keras on 2 cores and loads no TensorFlow.
+    # litert loads no TensorFlow and ran batches of 1 to 32 faces about 4x faster than keras
+    # (an estimate from one run on a loaded 2-core machine, not yet a repository benchmark).
     backend: Literal["keras", "litert"] = Field("litert", description="inference backend for the model")
 
 

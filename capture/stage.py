@@ -5,6 +5,8 @@ with a blocking send, so a slow detector slows the reading down and no frame is
 dropped. Live sources (streams, webcams) read on a thread that keeps only the
 newest frame, and send without blocking. A frame replaced before it was sent
 counts as dropped `stale`, a frame the full queue rejected as `downstream_full`.
+A live source that is lost or stalls is reopened with exponential backoff, and
+its state (capture.live.LatestFrameReader) goes to `emotion_source_state`.
 """
 
 import logging
@@ -12,9 +14,10 @@ import time
 
 import zmq
 
-from capture.live import LatestFrameReader
+from capture.live import LatestFrameReader, ReconnectPolicy
 from capture.sources import Source, SourceFrame
-from common.metrics import FRAMES, FRAMES_DROPPED, SOURCE_CONNECTED, SOURCE_RECONNECTS, STAGE_LATENCY
+from common.metrics import (FRAMES, FRAMES_DROPPED, SOURCE_CONNECTED, SOURCE_RECONNECTS, STAGE_LATENCY,
+                            set_source_state)
 from common.schema import EndOfStream, Frame, stamp
 from common.transport import Sender
 
@@ -32,25 +35,31 @@ CORRUPT_FRAME = "corrupt_frame"
 END_OF_STREAM_TIMEOUT_S = 1.0
 # How long close() waits for the queued frames and the end of stream to reach the detector.
 DRAIN_TIMEOUT_S = 5.0
+# How far past its own open or read timeout an OpenCV call may run before the stage gives up on it.
+# Against a stopped RTSP server, OpenCV 5.1's FFmpeg backend returned within 15 ms of a 2 s read
+# timeout, so a call 5 s past its timeout is one the timeout does not cover.
+HUNG_CALL_GRACE_S = 5.0
 
 
 class CaptureStage:
     """Read `source` and send `Frame` messages to `endpoint`, then one `EndOfStream`.
 
     With `realtime`, file sources are paced at their frame rate instead of as fast
-    as the detector accepts them. A live source that stops delivering frames is
-    reopened up to `reconnect_attempts` times before the stream ends.
+    as the detector accepts them. A live source that stops delivering frames, or
+    delivers none for `stall_timeout_s`, is closed and reopened as `reconnect`
+    allows; its state is published in `emotion_source_state`.
     """
 
     def __init__(self, source: Source, endpoint: str, *, source_id: str, realtime: bool = False, hwm: int = 4,
-                 reconnect_attempts: int = 3, reconnect_delay_s: float = 1.0, context: zmq.Context | None = None):
+                 reconnect: ReconnectPolicy = ReconnectPolicy(), stall_timeout_s: float = 5.0,
+                 context: zmq.Context | None = None):
         self.source = source
         self.endpoint = endpoint
         self.source_id = source_id
         self.realtime = realtime
         self.hwm = hwm
-        self.reconnect_attempts = reconnect_attempts
-        self.reconnect_delay_s = reconnect_delay_s
+        self.reconnect = reconnect
+        self.stall_timeout_s = stall_timeout_s
         self.frames_sent = 0
         # A context of our own can be terminated in close(), which is what waits for the queue to drain.
         self._owns_context = context is None
@@ -63,13 +72,17 @@ class CaptureStage:
         self._counted = {"skipped": 0, "stale": 0, "reconnects": 0}
 
     def setup(self) -> None:
+        if self.source.live:
+            set_source_state(self.source_id, "connecting")
         self.source.open()
+        # The send queue is kept short on purpose: with the detector's receive queue it bounds
+        # how many frames wait between capture and detection. A live source drops once both are
+        # full, so its latency stays at a few frames instead of growing while downstream lags.
         self._sender = Sender(self.endpoint, bind=False, hwm=self.hwm, stage=STAGE, context=self._context)
         if self.source.live:
-            self._reader = LatestFrameReader(self.source, reconnect_attempts=self.reconnect_attempts,
-                                             reconnect_delay_s=self.reconnect_delay_s)
+            self._reader = LatestFrameReader(self.source, name=self.source_id, reconnect=self.reconnect,
+                                             stall_timeout_s=self.stall_timeout_s, on_state=self._publish_state)
             self._reader.start()
-            SOURCE_CONNECTED.labels(source=self.source_id).set(1)
         if self.realtime and not self.source.live and self.source.fps is None:
             logger.warning("Source %r has no frame rate, so --realtime cannot pace it; sending as fast as the "
                            "detector accepts", self.source)
@@ -87,8 +100,10 @@ class CaptureStage:
     def close(self) -> None:
         try:
             if self._reader is not None:
-                self._reader.stop(timeout_s=getattr(self.source, "read_timeout_s", 0.0) + 1.0)
-                SOURCE_CONNECTED.labels(source=self.source_id).set(0)
+                longest_call_s = max(getattr(self.source, "read_timeout_s", 0.0),
+                                     getattr(self.source, "open_timeout_s", 0.0))
+                self._reader.stop(timeout_s=longest_call_s + 1.0)
+                set_source_state(self.source_id, "ended")
             else:
                 self.source.close()
             if self._sender is not None and not self._ended:
@@ -141,6 +156,7 @@ class CaptureStage:
     def _step_live(self, timeout_s: float) -> bool:
         read = self._reader.get(timeout_s)
         self._count_source_drops()
+        self._check_reader()
         if read is None:
             if self._reader.error is not None:
                 # A failure other than a lost stream: crash, so that the supervisor restarts capture.
@@ -157,6 +173,20 @@ class CaptureStage:
             FRAMES_DROPPED.labels(stage=STAGE, source=self.source_id, reason=DOWNSTREAM_FULL).inc()
             logger.debug("Dropped frame %d of %s: the detector's queue is full", read.frame_index, self.source_id)
         return True
+
+    def _check_reader(self) -> None:
+        """Publish a stall, and crash the stage when a read or open hangs well past OpenCV's own timeout."""
+        self._reader.check_stall()
+        overdue_s = self._reader.overdue_s()
+        if overdue_s > HUNG_CALL_GRACE_S:
+            # The reader thread cannot be interrupted from here. Exiting lets the supervisor
+            # restart capture with a fresh process instead of leaving the source silent.
+            raise RuntimeError(f"the reader of {self.source_id} has been blocked in OpenCV {overdue_s:.0f} s past "
+                               f"the source's timeout; restarting capture")
+
+    def _publish_state(self, state: str, _reason: str) -> None:
+        set_source_state(self.source_id, state)
+        SOURCE_CONNECTED.labels(source=self.source_id).set(1 if state == "streaming" else 0)
 
     def _send_end(self, timeout_s: float) -> bool:
         """Send the pending end of stream. Returns False once it was sent, which finishes the stage."""
@@ -214,4 +244,3 @@ class CaptureStage:
         if reconnects:
             SOURCE_RECONNECTS.labels(source=self.source_id).inc(reconnects)
             self._counted["reconnects"] += reconnects
-        SOURCE_CONNECTED.labels(source=self.source_id).set(1 if self._reader.connected else 0)

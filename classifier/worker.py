@@ -43,6 +43,7 @@ class ClassifierWorker:
         backend: str = "keras",
         worker_id: str | None = None,
         stop_event=None,
+        slow_down_ms: float = 0.0,
     ):
         self.work_endpoint = work_endpoint
         self.results_endpoint = results_endpoint
@@ -59,6 +60,10 @@ class ClassifierWorker:
         self.classifier = None
         self.next_heartbeat = 0.0
         self.stop_event = stop_event  # a threading.Event that ends a wait for the sink
+        # A test and benchmark aid: extra time spent per classified face, to overload the pipeline on purpose.
+        if slow_down_ms < 0:
+            raise ValueError(f"slow_down_ms must be at least 0 milliseconds, got {slow_down_ms}")
+        self.slow_down_s = slow_down_ms / 1000.0
 
     def setup(self) -> None:
         from classifier.inference import EmotionClassifier  # loads TensorFlow or LiteRT
@@ -76,6 +81,9 @@ class ClassifierWorker:
             "Classifier worker %s asking %s for work (max batch %d faces, max delay %.1f ms)",
             self.worker_id, self.work_endpoint, self.batcher.max_batch, self.batcher.max_delay_s * 1000,
         )
+        if self.slow_down_s:
+            logger.warning("Classifier worker %s slowed down on purpose by %.1f ms per face",
+                           self.worker_id, self.slow_down_s * 1000)
 
     def step(self, timeout_s: float) -> bool:
         now = time.monotonic()
@@ -112,6 +120,8 @@ class ClassifierWorker:
     def classify(self, batch: Batch[FaceCrops]) -> None:
         started = time.monotonic()
         probabilities = self.classifier.predict(batch.crops)
+        if self.slow_down_s:
+            self.wait_slow_down(len(batch.crops))
         BATCH_SIZE.labels(stage=STAGE).observe(len(batch.crops))
 
         done = []
@@ -137,6 +147,14 @@ class ClassifierWorker:
         send_parts(self.work_socket, encode_control(WorkerDone(done)))
         logger.debug("Classified %d faces of %d frames in %.1f ms",
                      len(batch.crops), len(done), (time.monotonic() - started) * 1000)
+
+    def wait_slow_down(self, faces: int) -> None:
+        """Wait the deliberate slow-down for `faces` faces, ending early when a stop is requested."""
+        delay_s = self.slow_down_s * faces
+        if self.stop_event is not None:
+            self.stop_event.wait(delay_s)
+        else:
+            time.sleep(delay_s)
 
     def send_result(self, result: Classifications) -> None:
         # The sink is the end of the pipeline: wait for it rather than drop, but not forever.

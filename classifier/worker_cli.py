@@ -5,6 +5,7 @@ import logging
 import threading
 from pathlib import Path
 
+from common.arguments import non_negative_float
 from common.config import ConfigError, load_config
 from common.stage import add_stage_arguments, run_stage
 
@@ -37,6 +38,9 @@ def add_parser(subparsers) -> None:
                         help="model file, .keras or .tflite (default: classifier.model, else the shipped model)")
     parser.add_argument("--backend", choices=("keras", "litert"), default=None,
                         help="inference backend (default: from the suffix of --model or classifier.model, else classifier.backend)")
+    parser.add_argument("--slow-down-ms", type=non_negative_float, default=0.0, metavar="MILLISECONDS",
+                        help="test and benchmark aid: wait this many milliseconds per face after each batch, "
+                             "to make the classifier the bottleneck on purpose (default: 0)")
     parser.add_argument("--worker-index", type=int, default=0,
                         help="index of this worker among the pipeline's workers; its metrics port is "
                              "metrics.classifier plus this index (default: 0)")
@@ -79,6 +83,7 @@ def run_classifier(args: argparse.Namespace) -> int:
         model_path=model_path,
         backend=backend,
         stop_event=stop_event,
+        slow_down_ms=args.slow_down_ms,
     )
     metrics_port = args.metrics_port
     if metrics_port is None:

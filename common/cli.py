@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "classifier.evaluate_cli", "classifier.export_cli",
     "capture.cli", "sink.cli",
     "detector.cli", "classifier.worker_cli", "common.run_cli",
+    "common.bench_cli",
 )
 
 

@@ -38,8 +38,40 @@ class CaptureConfig(Section):
         description="name of the source in messages, logs and metric labels (letters, digits, _ . : -)")
     realtime: bool = Field(
         False, description="pace file sources at their frame rate instead of as fast as downstream accepts")
+    # This queue plus the detector's (detector.input_hwm) bound how far a live frame can fall
+    # behind: 4 + 4 frames, plus what a tcp:// endpoint's kernel buffers hold. A longer queue
+    # would only add latency, because a live source drops instead of waiting anyway.
     output_hwm: Hwm = Field(
         4, description="frames queued toward the detector before a live source drops (messages)")
+
+    # Live sources only (streams and webcams).
+    open_timeout_s: float = Field(
+        10.0, ge=0.1, le=600, description="maximum wait for a stream to open, including each reopen (seconds)")
+    read_timeout_s: float = Field(
+        10.0, ge=0.1, le=600, description="maximum time one read of a stream may block (seconds)")
+    stall_timeout_s: float = Field(
+        5.0, ge=0.1, le=600,
+        description="a live source that delivers no frame for this long is treated as lost and reopened; "
+                    "a stream's read timeout is cut to this when it is longer (seconds)")
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP transport, unless OPENCV_FFMPEG_CAPTURE_OPTIONS sets one: tcp or udp")
+    reconnect_delay_s: float = Field(
+        1.0, ge=0.1, le=600, description="wait before the first reopen of a lost live source, doubled after "
+                                        "each failed attempt (seconds)")
+    reconnect_max_delay_s: float = Field(
+        30.0, ge=0.1, le=3600, description="maximum wait between reopen attempts (seconds)")
+    reconnect_attempts: int | None = Field(
+        None, ge=0, le=1_000_000,
+        description="failed reopen attempts in a row before a live source ends, 0 to end it at the first "
+                    "loss, or unset to retry without limit (attempts)")
+
+    @model_validator(mode="after")
+    def _check_reconnect_delays(self) -> "CaptureConfig":
+        if self.reconnect_max_delay_s < self.reconnect_delay_s:
+            raise ValueError(f"capture.reconnect_max_delay_s = {self.reconnect_max_delay_s} is below "
+                             f"capture.reconnect_delay_s = {self.reconnect_delay_s}; raise the maximum or "
+                             f"lower the first delay")
+        return self
 
 
 class DetectorConfig(Section):
@@ -54,6 +86,12 @@ class DetectorConfig(Section):
     # A PULL queue of 1 or 2 messages sometimes lost the last messages when its sender
     # disconnected (pyzmq 27, seen in loop tests); 4 never did.
     input_hwm: int = Field(4, ge=4, le=10_000, description="frames queued from capture (messages)")
+    # Every frame in this backlog adds one classification to a live frame's latency once the
+    # workers fall behind. Workers also hold their own credit of frames, so 16 keeps them fed.
+    max_backlog: int = Field(
+        16, ge=1, le=10_000,
+        description="frames of face crops waiting for a classifier worker before the detector stops "
+                    "reading frames (frames)")
 
 
 class ClassifierConfig(Section):

@@ -27,6 +27,8 @@ END_TO_END_BUCKETS = (
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 STAGE_STATES = ("starting", "ready", "degraded", "stopping")
+# States of a live source in capture: see capture.live.LatestFrameReader.
+SOURCE_STATES = ("connecting", "streaming", "stalled", "reconnecting", "ended")
 
 STAGE_LATENCY = Histogram(
     "emotion_stage_latency_seconds",
@@ -97,6 +99,11 @@ SOURCE_RECONNECTS = Counter(
     "Attempts to reopen a live source after it failed.",
     ["source"],
 )
+SOURCE_STATE = Gauge(
+    "emotion_source_state",
+    "1 for the state a live source is in, 0 for the others: " + ", ".join(SOURCE_STATES) + ".",
+    ["source", "state"],
+)
 
 
 def set_stage_state(stage: str, state: str) -> None:
@@ -105,6 +112,14 @@ def set_stage_state(stage: str, state: str) -> None:
         raise ValueError(f"unknown stage state {state!r}, expected one of {STAGE_STATES}")
     for name in STAGE_STATES:
         STAGE_STATE.labels(stage=stage, state=name).set(1 if name == state else 0)
+
+
+def set_source_state(source: str, state: str) -> None:
+    """Publish `state` as the one current state of the live source `source`."""
+    if state not in SOURCE_STATES:
+        raise ValueError(f"unknown source state {state!r}, expected one of {SOURCE_STATES}")
+    for name in SOURCE_STATES:
+        SOURCE_STATE.labels(source=source, state=name).set(1 if name == state else 0)
 
 
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> int:

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 40
 RESTART_COUNT_VARIABLE = "EMOTION_PIPELINE_RESTART_COUNT"
+# Set to 1 for a sink started after every capture stage finished: the ends of
+# stream went to an earlier sink, so this one must not wait for them.
+CAPTURE_FINISHED_VARIABLE = "EMOTION_PIPELINE_CAPTURE_FINISHED"
 ERROR_LINE = re.compile(r" (ERROR|CRITICAL) |^\w*(Error|Exception): ")
 
 
@@ -104,6 +107,11 @@ class Supervisor:
         environment = process_environment()
         # Tells a restarted stage not to overwrite what its previous run wrote.
         environment[RESTART_COUNT_VARIABLE] = str(stage.launches)
+        environment.pop(CAPTURE_FINISHED_VARIABLE, None)
+        captures = self.stages_with_role("capture")
+        if stage.spec.role == "sink" and captures and all(capture.finished for capture in captures):
+            environment[CAPTURE_FINISHED_VARIABLE] = "1"
+            logger.info("Every capture stage has finished; the sink will finish once no message comes")
         stage.popen = subprocess.Popen(
             argv,
             stderr=subprocess.PIPE,

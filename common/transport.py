@@ -11,6 +11,7 @@ such as the detector's ROUTER and the workers' DEALER sockets, use `make_socket`
 """
 
 import logging
+import socket
 import os
 import re
 import time
@@ -254,3 +255,19 @@ def _socket_type_name(socket_type: int) -> str:
         return zmq.SocketType(socket_type).name
     except ValueError:
         return str(socket_type)
+
+
+def free_tcp_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Return `count` distinct TCP ports that were free on `host` a moment ago.
+
+    NOTE: another process may take a port between this call and its use, so
+    callers that bind must still handle "address in use".
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -62,6 +62,7 @@ def run_detector(args: argparse.Namespace) -> int:
         backend=settings.backend,
         quality=QualityConfig(min_face_side=settings.min_face_size),
         input_hwm=settings.input_hwm,
+        max_backlog=settings.max_backlog,
         stop_event=stop_event,
     )
     metrics_port = config.metrics.detector if args.metrics_port is None else args.metrics_port

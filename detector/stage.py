@@ -44,7 +44,7 @@ class DetectorStage:
         backend: str,
         quality: QualityConfig,
         input_hwm: int = 4,
-        max_backlog: int = 64,
+        max_backlog: int = 16,
         worker_timeout_s: float = 3.0,
         stop_event=None,
     ):

@@ -8,11 +8,12 @@ from pathlib import Path
 from common.arguments import positive_float, positive_int
 from common.config import ConfigError, load_config
 from common.stage import add_stage_arguments, run_stage
-from common.supervisor import RESTART_COUNT_VARIABLE
+from common.supervisor import CAPTURE_FINISHED_VARIABLE, RESTART_COUNT_VARIABLE
 
 logger = logging.getLogger(__name__)
 
 EXIT_INVALID_ARGUMENTS = 2
+MIN_IDLE_BEFORE_FINISH_S = 5.0
 
 
 def add_parser(subparsers) -> None:
@@ -85,6 +86,12 @@ def run_sink(args: argparse.Namespace) -> int:
                        restarts, record, events)
 
     timeout_ms = args.classification_timeout_ms or sink.classification_timeout_ms
+    finish_when_idle_s = None
+    if os.environ.get(CAPTURE_FINISHED_VARIABLE) == "1":
+        # Long enough for every classification still in flight to arrive or time out.
+        finish_when_idle_s = max(MIN_IDLE_BEFORE_FINISH_S, 2 * timeout_ms / 1000)
+        logger.warning("Capture finished before this sink started: finishing once no message came for %.1f s",
+                       finish_when_idle_s)
     logic = SinkStage(
         args.input or config.endpoints.results,
         record=record,
@@ -95,6 +102,7 @@ def run_sink(args: argparse.Namespace) -> int:
         hwm=args.hwm,
         expected_sources=args.sources,
         default_fps=args.default_fps,
+        finish_when_idle_s=finish_when_idle_s,
     )
     metrics_port = config.metrics.sink if args.metrics_port is None else args.metrics_port
     return run_stage(logic, stage="sink", log_level=args.log_level, metrics_port=metrics_port or None,

@@ -39,12 +39,20 @@ class SinkStage:
     `expected_sources`: the sink finishes when all of them have ended. Without
     it, it finishes when every source it has seen has ended, so a source whose
     first frame comes after the others ended is missed.
+
+    `finish_when_idle_s`: set when capture had already finished before this
+    sink started, as after a sink restart late in a file source. The ends of
+    stream went to the previous sink and will not come again, so the sink
+    finishes once no message came for that long and no frame is held.
     """
 
     def __init__(self, endpoint: str, *, record: Path | None = None, events: Path | None = None,
                  display: bool = False, classification_timeout_s: float = 2.0, max_pending_frames: int = 256,
                  hwm: int = 64, expected_sources: Sequence[str] = (), default_fps: float = DEFAULT_FPS,
-                 events_flush_interval_s: float = 1.0, context: zmq.Context | None = None):
+                 events_flush_interval_s: float = 1.0, finish_when_idle_s: float | None = None,
+                 context: zmq.Context | None = None):
+        if finish_when_idle_s is not None and finish_when_idle_s <= 0:
+            raise ValueError(f"finish_when_idle_s must be above 0 seconds or None, got {finish_when_idle_s}")
         self.endpoint = endpoint
         self.record = record
         self.events_path = events
@@ -53,6 +61,7 @@ class SinkStage:
         self.expected_sources = list(expected_sources)
         self.default_fps = default_fps
         self.events_flush_interval_s = events_flush_interval_s
+        self.finish_when_idle_s = finish_when_idle_s
         self.frames_released = 0
         self.joiner = FrameJoiner(timeout_s=classification_timeout_s, max_frames=max_pending_frames,
                                   on_drop=self._count_drop)
@@ -67,6 +76,7 @@ class SinkStage:
         self._unexpected_log = RateLimitedLog(logger)
         self._gap_log = RateLimitedLog(logger)
         self._last_released: dict[str, int] = {}
+        self._last_message_time = time.monotonic()
 
     @property
     def bound_endpoint(self) -> str:
@@ -88,6 +98,8 @@ class SinkStage:
     def step(self, timeout_s: float) -> bool:
         message = self._receiver.recv(round(timeout_s * 1000))
         handled = 0
+        if message is not None:
+            self._last_message_time = time.monotonic()
         while message is not None:
             self._dispatch(message)
             handled += 1
@@ -106,6 +118,10 @@ class SinkStage:
         if self._all_ended():
             logger.info("Every source ended (%s); %d frames released", ", ".join(self.joiner.source_ids),
                         self.frames_released)
+            return False
+        if self._idle_after_capture_finished():
+            logger.info("Capture finished before this sink started and no message came for %.1f s; "
+                        "finishing with %d frames released", self.finish_when_idle_s, self.frames_released)
             return False
         return True
 
@@ -182,6 +198,11 @@ class SinkStage:
     def _all_ended(self) -> bool:
         sources = self.expected_sources or self.joiner.source_ids
         return bool(sources) and all(self.joiner.ended(source) for source in sources)
+
+    def _idle_after_capture_finished(self) -> bool:
+        if self.finish_when_idle_s is None or self.joiner.held_frames:
+            return False
+        return time.monotonic() - self._last_message_time >= self.finish_when_idle_s
 
     def _count_drop(self, source_id: str, frame_index: int, reason: str) -> None:
         FRAMES_DROPPED.labels(stage=STAGE, source=source_id, reason=reason).inc()

@@ -26,7 +26,8 @@ from prometheus_client import REGISTRY
 from capture.convert import to_bgr8
 from capture.demo import DemoSource
 from capture.factory import StreamOptions, create_source, open_source
-from capture.live import FFMPEG_OPTIONS_VARIABLE, LatestFrameReader, StreamSource, WebcamSource, redact_url
+from capture.live import (FFMPEG_OPTIONS_VARIABLE, LatestFrameReader, ReconnectPolicy, StreamSource, WebcamSource,
+                          redact_url)
 from capture.sources import ImageFileSource, ImageFolderSource, SourceError, VideoFileSource
 from capture.stage import CaptureStage
 from common.schema import EndOfStream, Frame
@@ -364,7 +365,7 @@ def test_latest_frame_reader_keeps_newest(tmp_path, http_folder, wait_until):
     write_video(tmp_path / "clip.mp4", 30)
     source = create_source(f"{http_folder}/clip.mp4", StreamOptions(open_timeout_s=5, read_timeout_s=5))
     source.open()
-    reader = LatestFrameReader(source, reconnect_attempts=0)
+    reader = LatestFrameReader(source, reconnect=ReconnectPolicy(max_attempts=0))
     reader.start()
     try:
         # Nothing takes frames while the stream plays, so each one replaces the one before.
@@ -535,7 +536,7 @@ def test_capture_stage_live_drops_counted(tmp_path, http_folder, zmq_context, ip
     source_id = "live-drops"
     with Receiver(endpoint, bind=True, hwm=1, stage="test", context=zmq_context) as receiver:
         source = create_source(f"{http_folder}/clip.mp4", StreamOptions(open_timeout_s=5, read_timeout_s=5))
-        stage = CaptureStage(source, endpoint, source_id=source_id, hwm=1, reconnect_attempts=0,
+        stage = CaptureStage(source, endpoint, source_id=source_id, hwm=1, reconnect=ReconnectPolicy(max_attempts=0),
                              context=zmq_context)
         stage.setup()
         received = []

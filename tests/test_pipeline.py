@@ -8,7 +8,6 @@ and the metrics that the processes export while they run.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import cv2
 import pytest
 
 from common.stage import read_ready_file
+from common.transport import free_tcp_ports
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "street_phone_596x336.mp4"
 CLIP_FRAMES = 115
@@ -26,17 +26,6 @@ RUN_TIMEOUT_S = 240
 
 needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"sample clip not found at {CLIP}")
 pytestmark = [pytest.mark.slow, needs_clip]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def pipeline_command(run_dir: Path, ipc_dir: Path, *options: str, metrics: bool = False) -> list[str]:
@@ -47,7 +36,7 @@ def pipeline_command(run_dir: Path, ipc_dir: Path, *options: str, metrics: bool 
         f"endpoints.results='ipc://{ipc_dir}/results.ipc'",
     ]
     if metrics:
-        capture, detector, sink, classifier = free_ports(4)
+        capture, detector, sink, classifier = free_tcp_ports(4)
         overrides += [f"metrics.capture={capture}", f"metrics.detector={detector}",
                       f"metrics.sink={sink}", f"metrics.classifier={classifier}"]
     else:

@@ -488,6 +488,33 @@ def test_sink_stage_joins_and_finishes(tmp_path, zmq_context, ipc_endpoint):
     assert metric("emotion_end_to_end_latency_seconds_count", source="stage-cam") == 6
 
 
+def test_sink_stage_idle_finish(tmp_path, zmq_context, ipc_endpoint):
+    # A restarted sink whose sources ended before it started never gets their ends of stream.
+    endpoint = ipc_endpoint("results")
+    stage = SinkStage(endpoint, events=tmp_path / "events.jsonl", classification_timeout_s=0.3,
+                      finish_when_idle_s=0.5, context=zmq_context)
+    waiting = SinkStage(ipc_endpoint("results-waiting"), classification_timeout_s=0.3, context=zmq_context)
+    stage.setup()
+    waiting.setup()
+    finished_after_s = None
+    try:
+        with Sender(endpoint, bind=False, hwm=100, stage="test", context=zmq_context) as sender:
+            sender.send(detected(7, FACE_A, source="late-cam", capture_time=time.time()))
+            started = time.monotonic()
+            while time.monotonic() - started < 10 and finished_after_s is None:
+                if not stage.step(0.05):
+                    finished_after_s = time.monotonic() - started
+            waiting_steps = [waiting.step(0.05) for _ in range(10)]
+    finally:
+        stage.close()
+        waiting.close()
+
+    assert finished_after_s is not None and finished_after_s >= 0.5
+    assert all(waiting_steps), "a sink without finish_when_idle_s finished without an end of stream"
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(event["frame_index"], event["status"]) for event in events] == [(7, "classification_timeout")]
+
+
 # The sink process
 
 

@@ -69,6 +69,22 @@ def test_crashed_stage_restarted(tmp_path):
     assert result == [0]
 
 
+def test_sink_restart_after_capture_finished(tmp_path):
+    # The sink crashes right after its first start. Capture, a very short file source, has finished by then.
+    supervisor = Supervisor(
+        [spec("sink", "sink", "crash-once", tmp_path), spec("capture", "capture", "quick-exit", tmp_path)],
+        tmp_path / "run", FAST_RESTARTS, drain_timeout_s=0.5,
+    )
+    thread, result = run_in_thread(supervisor)
+
+    assert wait_for(lambda: len(pids(tmp_path, "crash-once")) == 2), "sink was not restarted"
+    supervisor.stop_event.set()
+    thread.join(timeout=20)
+
+    assert (tmp_path / "crash-once.capture_finished").read_text().split() == ["unset", "1"]
+    assert result == [0]
+
+
 def test_stage_failing_to_start_reported(tmp_path, caplog):
     supervisor = Supervisor([spec("classifier", "classifier", "crash", tmp_path)], tmp_path / "run", FAST_RESTARTS)
 

@@ -8,7 +8,9 @@ BEHAVIOUR is one of:
   crash-once   become ready; on the first start exit 3 soon after, later starts serve
   crash        exit 3 before becoming ready, after printing an error line and then an info line
   quick-exit   exit 0 at once without becoming ready, as a very short file source does
-Each start appends its pid to STATE_DIR/<BEHAVIOUR>.pids.
+Each start appends its pid to STATE_DIR/<BEHAVIOUR>.pids, and the value of
+EMOTION_PIPELINE_CAPTURE_FINISHED it was given ("unset" when absent) to
+STATE_DIR/<BEHAVIOUR>.capture_finished.
 """
 
 import os
@@ -24,6 +26,8 @@ pid_log = state_dir / f"{behaviour}.pids"
 starts = len(pid_log.read_text().split()) if pid_log.exists() else 0
 with pid_log.open("a") as log:
     log.write(f"{os.getpid()}\n")
+with (state_dir / f"{behaviour}.capture_finished").open("a") as log:
+    log.write(os.environ.get("EMOTION_PIPELINE_CAPTURE_FINISHED", "unset") + "\n")
 
 stopping = False
 

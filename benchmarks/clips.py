@@ -20,7 +20,6 @@ logger = logging.getLogger(__name__)
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 PHONE_CLIP = SHARED_DIR / "media" / "street_phone_596x336.mp4"
-PHONE_CLIP_FRAMES = 115
 FRAME_RATE = 25
 FFMPEG_TIMEOUT_S = 300
 
@@ -49,21 +48,21 @@ def require_ffmpeg() -> str:
 
 def require_phone_clip(source: Path = PHONE_CLIP) -> Path:
     if not source.is_file():
-        raise ClipError(f"source clip {source} not found: the pipeline benchmarks need the shared phone clip "
-                        "beside the checkout")
+        raise ClipError(f"source clip {source} not found: put the shared media folder beside the checkout, or "
+                        "pass a video with one frontal face per frame as --source-clip")
     return source
 
 
 def build_four_face_clip(cache_dir: Path, frames: int, source: Path = PHONE_CLIP) -> Path:
     """Return a 1280x720 clip of `frames` frames with four faces each, building it on the first call."""
-    path = cache_dir / f"four_faces_1280x720_{frames}f.mp4"
+    path = cache_dir / f"{source.stem}_four_faces_1280x720_{frames}f.mp4"
     filters = ["-filter_complex", TILE_FILTER, "-map", "[tiled]"]
     return build_clip(path, source, frames, filters)
 
 
 def build_one_face_clip(cache_dir: Path, frames: int, source: Path = PHONE_CLIP) -> Path:
-    """Return the phone clip looped to `frames` frames at 25 fps, building it on the first call."""
-    path = cache_dir / f"one_face_596x336_{frames}f.mp4"
+    """Return the source clip looped to `frames` frames at 25 fps, building it on the first call."""
+    path = cache_dir / f"{source.stem}_looped_{frames}f.mp4"
     return build_clip(path, source, frames, [])
 
 
@@ -76,7 +75,7 @@ def build_clip(path: Path, source: Path, frames: int, filters: list[str]) -> Pat
 
     require_phone_clip(source)
     path.parent.mkdir(parents=True, exist_ok=True)
-    loops = -(-frames // PHONE_CLIP_FRAMES) - 1
+    loops = -(-frames // count_frames(source)) - 1
     partial = path.with_suffix(".partial.mp4")
     command = [
         require_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.clips import build_four_face_clip, build_one_face_clip
+from benchmarks.clips import PHONE_CLIP, build_four_face_clip, build_one_face_clip
 from benchmarks.pipeline import PipelineRunError, run_pipeline
 from benchmarks.report import describe_machine, format_number, machine_line, markdown_table, ratio
 
@@ -63,6 +63,7 @@ class SuiteOptions:
     output_dir: Path
     fer_python: Path | None = None
     workers: tuple[int, ...] = field(default=FULL_WORKERS)
+    source_clip: Path = PHONE_CLIP
 
 
 def run_suite(options: SuiteOptions) -> dict:
@@ -102,7 +103,7 @@ def clip_frames(options: SuiteOptions) -> int:
 def run_pipeline_part(options: SuiteOptions) -> dict:
     """Time the pipeline per worker count, the single-process loop and the fer loop, interleaved per repeat."""
     frames = clip_frames(options)
-    clip = build_four_face_clip(options.cache_dir, frames)
+    clip = build_four_face_clip(options.cache_dir, frames, options.source_clip)
     fer_skip_reason = check_fer_python(options.fer_python)
     runs: dict[str, list[dict]] = {f"pipeline_{workers}w": [] for workers in options.workers}
     runs["single_process"] = []
@@ -185,7 +186,8 @@ def check_fer_python(fer_python: Path | None) -> str | None:
     else:
         if result.returncode == 0:
             return None
-        reason = f"{fer_python} cannot import fer: {result.stderr.strip().splitlines()[-1:]}"
+        last_line = (result.stderr.strip().splitlines() or ["no error output"])[-1]
+        reason = f"{fer_python} cannot import fer: {last_line}"
     logger.warning("Skipping the fer loop: %s", reason)
     return reason
 
@@ -214,7 +216,7 @@ def run_loop_script(command: list[str], clip: Path, frames: int, output_dir: Pat
 def run_live_part(options: SuiteOptions) -> dict:
     """Run the one-face clip paced at 25 fps with one worker; pool the frame latencies of every repeat."""
     frames = clip_frames(options)
-    clip = build_one_face_clip(options.cache_dir, frames)
+    clip = build_one_face_clip(options.cache_dir, frames, options.source_clip)
     runs = []
     for repeat in range(options.repeats):
         logger.info("Live run %d of %d: %s paced at its frame rate", repeat + 1, options.repeats, clip.name)

@@ -133,6 +133,12 @@ def natural_sort_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in parts]
 
 
+# FFmpeg's own choice, one decoding thread per core, cost 5.6 ms of CPU per 1280x720 H.264
+# frame against 4.6 ms for one thread, and the other stages need those cores.
+# NOTE: one thread may not keep up with 4K files on a machine with cores to spare.
+DECODE_THREADS = 1
+
+
 class VideoFileSource(Source):
     """A video file decoded by OpenCV's FFmpeg backend, every frame in order."""
 
@@ -148,7 +154,7 @@ class VideoFileSource(Source):
 
     def _open_source(self) -> None:
         # Forcing FFmpeg keeps OpenCV from reading a name with '%' as an image sequence pattern.
-        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, DECODE_THREADS])
         if not capture.isOpened():
             raise SourceError(
                 f"OpenCV cannot decode {self.path} as a video: the file is damaged or not a video format "

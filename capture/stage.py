@@ -9,6 +9,7 @@ A live source that is lost or stalls is reopened with exponential backoff, and
 its state (capture.live.LatestFrameReader) goes to `emotion_source_state`.
 """
 
+import dataclasses
 import logging
 import time
 
@@ -144,8 +145,12 @@ class CaptureStage:
                 return self._send_end(timeout_s)
             self._pending = self._frame_message(read)
 
-        if self.realtime and not self._due(self._pending, timeout_s):
-            return True
+        if self.realtime:
+            if not self._due(self._pending, timeout_s):
+                return True
+            # A paced file plays a live source, whose frame exists only from its due time. The
+            # file was decoded ahead of that, and the wait is not latency of the pipeline.
+            self._pending = dataclasses.replace(self._pending, capture_time=time.time())
         message = stamp(self._pending, SENT_TIMESTAMP)
         if not self._sender.send(message, block=True, timeout_ms=round(timeout_s * 1000)):
             return True  # the detector is busy: keep the frame and try again on the next step

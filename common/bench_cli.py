@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
             "Run the benchmark suite and print its results as markdown tables. Each figure is the median "
             "over the repeats and is compared with its baseline from the same run: model.predict per face "
             "for classification, a single-process loop and the fer package's loop for the pipeline. "
-            "Needs ffmpeg and the shared phone clip beside the checkout for the pipeline and live parts."
+            "The pipeline and live parts need ffmpeg and a clip with one face per frame (--source-clip)."
         ),
     )
     parser.add_argument("--only", type=parse_parts, default=PARTS, metavar="PARTS",
@@ -51,6 +51,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--workers", type=parse_workers, default=None, metavar="COUNTS",
                         help="comma-separated classifier worker counts for the pipeline part "
                              "(default: 1,2,4, or 1 with --quick)")
+    parser.add_argument("--source-clip", type=Path, default=None, metavar="PATH",
+                        help="video with one frontal face per frame that the pipeline and live clips are built "
+                             "from (default: the phone clip in the shared media folder beside the checkout)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="folder for the clips built with ffmpeg, reused by later runs "
                              "(default: ~/.cache/emotion-pipeline/bench)")
@@ -100,7 +103,7 @@ def run_bench(args: argparse.Namespace) -> int:
                      args.json, args.json.parent)
         return EXIT_INVALID_ARGUMENTS
 
-    from benchmarks.clips import default_cache_dir
+    from benchmarks.clips import PHONE_CLIP, default_cache_dir
     from benchmarks.pipeline import PipelineRunError
 
     output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="emotion-bench-"))
@@ -113,6 +116,7 @@ def run_bench(args: argparse.Namespace) -> int:
         output_dir=output_dir,
         fer_python=args.fer_python,
         workers=args.workers or (suite.QUICK_WORKERS if args.quick else suite.FULL_WORKERS),
+        source_clip=args.source_clip or PHONE_CLIP,
     )
     logger.info("Running benchmark parts %s with %d repeats, outputs in %s", ",".join(options.parts),
                 options.repeats, output_dir)

@@ -524,10 +524,13 @@ def test_capture_stage_realtime_pacing(tmp_path, zmq_context, ipc_endpoint):
         while (message := receiver.recv(timeout_ms=1000)) is not None:
             messages.append(message)
 
-    sent_times = [message.timestamps["capture.sent"] for message in messages if isinstance(message, Frame)]
+    frames = [message for message in messages if isinstance(message, Frame)]
+    sent_times = [frame.timestamps["capture.sent"] for frame in frames]
     assert len(sent_times) == 6
     # Six frames at 20 fps span 5 intervals of 50 ms.
     assert sent_times[-1] - sent_times[0] >= 0.24
+    # The capture time is the frame's due time, not when it was decoded ahead of it.
+    assert max(frame.timestamps["capture.sent"] - frame.capture_time for frame in frames) < 0.02
 
 
 def test_capture_stage_live_drops_counted(tmp_path, http_folder, zmq_context, ipc_endpoint, wait_until):

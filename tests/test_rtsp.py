@@ -115,7 +115,7 @@ def rtsp_servers():
 
 
 @pytest.fixture(scope="module")
-def test_video(tmp_path_factory) -> Path:
+def h264_video(tmp_path_factory) -> Path:
     """A 20 s, 25 fps H.264 MP4 with a key frame every second, long enough for every test to stay inside it."""
     path = tmp_path_factory.mktemp("rtsp") / "pattern.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "20",
@@ -163,9 +163,9 @@ def start_stage(url: str, endpoint: str, source_id: str, context: zmq.Context, *
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
-def test_rtsp_stream_frames_arrive(test_video, rtsp_servers, transport, zmq_context, ipc_endpoint, monkeypatch):
+def test_rtsp_stream_frames_arrive(h264_video, rtsp_servers, transport, zmq_context, ipc_endpoint, monkeypatch):
     monkeypatch.delenv(FFMPEG_OPTIONS_VARIABLE, raising=False)
-    server = rtsp_servers(test_video)
+    server = rtsp_servers(h264_video)
     endpoint = ipc_endpoint("frames")
     source_id = f"rtsp-{transport}"
     with Receiver(endpoint, bind=True, hwm=64, stage="test", context=zmq_context) as receiver:
@@ -188,9 +188,9 @@ def test_rtsp_stream_frames_arrive(test_video, rtsp_servers, transport, zmq_cont
     assert source_state(source_id) == "ended"
 
 
-def test_rtsp_server_restart_resumes(test_video, rtsp_servers, zmq_context, ipc_endpoint, caplog):
+def test_rtsp_server_restart_resumes(h264_video, rtsp_servers, zmq_context, ipc_endpoint, caplog):
     caplog.set_level(logging.INFO, logger="capture.live")
-    server = rtsp_servers(test_video)
+    server = rtsp_servers(h264_video)
     endpoint = ipc_endpoint("frames")
     source_id = "rtsp-restart"
     reconnects_before = metric("emotion_source_reconnects_total", source=source_id)
@@ -204,7 +204,7 @@ def test_rtsp_server_restart_resumes(test_video, rtsp_servers, zmq_context, ipc_
                 f"state after the server died: {source_state(source_id)}"
             frames_before = len(pump.frames)
 
-            restarted = rtsp_servers(test_video, port=server.port)
+            restarted = rtsp_servers(h264_video, port=server.port)
             restart_time = time.time()
             resumed = pump.run_until(lambda: len(pump.frames) >= frames_before + 10, timeout_s=15)
             state = source_state(source_id)
@@ -224,8 +224,8 @@ def test_rtsp_server_restart_resumes(test_video, rtsp_servers, zmq_context, ipc_
     assert indices == sorted(set(indices)), "frame indices must keep counting up across a reconnect"
 
 
-def test_rtsp_stall_detected_and_recovered(test_video, rtsp_servers, zmq_context, ipc_endpoint, caplog):
-    server = rtsp_servers(test_video)
+def test_rtsp_stall_detected_and_recovered(h264_video, rtsp_servers, zmq_context, ipc_endpoint, caplog):
+    server = rtsp_servers(h264_video)
     endpoint = ipc_endpoint("frames")
     source_id = "rtsp-stall"
     stall_timeout_s = 1.5
@@ -259,8 +259,8 @@ def test_rtsp_stall_detected_and_recovered(test_video, rtsp_servers, zmq_context
     assert "Source rtsp-stall is reconnecting (was stalled)" in caplog.text
 
 
-def test_rtsp_faster_than_consumer_latency_bounded(test_video, rtsp_servers, zmq_context, ipc_endpoint):
-    server = rtsp_servers(test_video)
+def test_rtsp_faster_than_consumer_latency_bounded(h264_video, rtsp_servers, zmq_context, ipc_endpoint):
+    server = rtsp_servers(h264_video)
     endpoint = ipc_endpoint("frames")
     source_id = "rtsp-overload"
     consume_every_s = 0.2  # 5 frames per second taken from a 25 fps stream

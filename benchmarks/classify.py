@@ -146,5 +146,5 @@ def format_classify(result: dict) -> str:
          f"{row['speedup_vs_predict']:.1f}x")
         for row in result["rows"]
     ]
-    table = markdown_table(("method", "faces/s", "latency per face (ms)", "vs model.predict"), rows)
+    table = markdown_table(("method", "faces/s", "batch latency (ms)", "vs model.predict"), rows)
     return f"Faces: {result['faces']}.\n\n{table}"

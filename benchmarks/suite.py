@@ -362,6 +362,7 @@ def format_report(report: dict) -> str:
     for part, (title, formatter) in titles.items():
         if part in report:
             sections.append(f"### {title}\n\n{formatter(report[part])}")
-    if report["target_checks"]:
+    # A quick run's figures mean nothing, so it is not compared with the targets.
+    if report["target_checks"] and not report["quick"]:
         sections.append(f"### Targets\n\n{format_targets(report['target_checks'])}")
     return "\n\n".join(sections)

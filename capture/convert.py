@@ -3,16 +3,23 @@
 import cv2
 import numpy as np
 
+from common.schema import MAX_FRAME_SIDE
+
 
 def to_bgr8(pixels: np.ndarray) -> np.ndarray:
     """Convert a gray, BGR or BGRA image of 8 or 16 bits to a contiguous 8-bit BGR image.
 
     16-bit values keep their upper 8 bits, which maps 0..65535 onto 0..255 the
     way `cv2.imread` does for `IMREAD_COLOR`. Alpha is dropped, not blended.
-    Raises ValueError naming the shape or dtype for any other layout.
+    Raises ValueError naming the shape or dtype for any other layout, and for
+    an image larger than a message may carry.
     """
     if pixels is None or pixels.size == 0:
         raise ValueError("expected a non-empty image, got an empty array")
+    height, width = pixels.shape[:2]
+    if height > MAX_FRAME_SIDE or width > MAX_FRAME_SIDE:
+        raise ValueError(f"the image is {width}x{height} px, above the limit of {MAX_FRAME_SIDE} px on a side: "
+                         "scale it down first, for example with ffmpeg -vf scale")
 
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)

@@ -114,17 +114,16 @@ def valid_fps(value: float) -> float | None:
 
 
 def read_image(path: Path) -> np.ndarray | None:
-    """Decode an image file to 8-bit BGR with its EXIF orientation applied, or return None if it cannot be decoded."""
+    """Decode an image file to 8-bit BGR with its EXIF orientation applied, or return None if it cannot be decoded.
+
+    Raises ValueError, from `to_bgr8`, for an image that decodes but cannot be a frame.
+    """
     # ANYDEPTH | ANYCOLOR keeps 16-bit and gray images for `to_bgr8` and, unlike
     # IMREAD_UNCHANGED, still applies the EXIF orientation.
     pixels = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if pixels is None:
         return None
-    try:
-        return to_bgr8(pixels)
-    except ValueError as error:
-        logger.warning("Cannot convert %s to 8-bit BGR: %s", path, error)
-        return None
+    return to_bgr8(pixels)
 
 
 def natural_sort_key(path: Path) -> list:
@@ -234,7 +233,10 @@ class ImageFileSource(Source):
         self._pixels: np.ndarray | None = None
 
     def _open_source(self) -> None:
-        pixels = read_image(self.path)
+        try:
+            pixels = read_image(self.path)
+        except ValueError as error:
+            raise SourceError(f"Cannot use the image {self.path} as a frame: {error}") from error
         if pixels is None:
             raise SourceError(
                 f"OpenCV cannot decode the image {self.path}: the file is damaged or in a format this "
@@ -284,7 +286,11 @@ class ImageFolderSource(Source):
         while self._position < len(self.files):
             index = self._position
             self._position += 1
-            pixels = read_image(self.files[index])
+            try:
+                pixels = read_image(self.files[index])
+            except ValueError as error:
+                self._count_skipped(index, f"cannot use {self.files[index].name}: {error}")
+                continue
             if pixels is not None:
                 return self._count_read(index, pixels)
             self._count_skipped(index, f"cannot decode {self.files[index].name}")

@@ -75,6 +75,8 @@ class CaptureStage:
     def setup(self) -> None:
         if self.source.live:
             set_source_state(self.source_id, "connecting")
+            # Export the counter from the start, so that dashboards and alerts see a series at 0.
+            SOURCE_RECONNECTS.labels(source=self.source_id).inc(0)
         self.source.open()
         # The send queue is kept short on purpose: with the detector's receive queue it bounds
         # how many frames wait between capture and detection. A live source drops once both are

@@ -53,10 +53,11 @@ class TrainConfig:
 def train(config: TrainConfig) -> Path:
     """Run training as configured and return the path of the final model."""
     started = time.monotonic()
-    config.run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
 
+    # The data is read first, so a wrong --data path leaves no empty run folder behind.
     train_split, val_split = load_splits(config)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
     train_data = make_dataset(train_split, config, training=True)
     val_data = make_dataset(val_split, config, training=False)
 

@@ -1,10 +1,15 @@
 """The `emotion-pipeline train` subcommand."""
 
 import argparse
+import logging
 from pathlib import Path
 
 from classifier.preprocess import DEFAULT_INPUT_SIZE
 from common.arguments import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
+
+logger = logging.getLogger(__name__)
+
+EXIT_TRAINING_FAILED = 1
 
 
 def add_parser(subparsers) -> None:
@@ -52,6 +57,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from classifier.data import DatasetError
     from classifier.train import TrainConfig, train
 
     config = TrainConfig(
@@ -71,6 +77,10 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         cache_dir=args.cache_dir,
     )
-    train(config)
+    try:
+        train(config)
+    except (DatasetError, FileExistsError) as error:
+        logger.error("%s", error)
+        return EXIT_TRAINING_FAILED
     return 0
 

@@ -137,7 +137,8 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> int:
         raise OSError(
             error.errno,
             f"cannot serve metrics on {host}:{port}: {error.strerror}. Choose another port with the "
-            "metrics.* config keys (or --metrics-port), or 0 to disable metrics",
+            "metrics.* config keys (--set metrics.sink=9303, or a stage's --metrics-port), or 0 to disable "
+            "metrics",
         ) from error
     bound_port = server.server_port
     logger.info("Serving metrics at http://%s:%d/metrics", host, bound_port)

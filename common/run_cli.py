@@ -1,6 +1,7 @@
 """The `emotion-pipeline run` subcommand: start the whole pipeline under one supervisor."""
 
 import argparse
+import glob
 import logging
 import shutil
 import tempfile
@@ -66,6 +67,10 @@ def run_pipeline(args: argparse.Namespace) -> int:
         print(to_toml(config.model_dump(mode="json")))
         return 0
 
+    if args.run_dir is not None and args.run_dir.exists() and not args.run_dir.is_dir():
+        logger.error("--run-dir %s is a file. Give a folder, new or existing, for the run's files", args.run_dir)
+        return EXIT_INVALID_ARGUMENTS
+
     temporary_run_dir = args.run_dir is None
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="emotion-pipeline-"))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -75,21 +80,52 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     supervisor = Supervisor(build_specs(config, config_path, args.log_level), run_dir)
     code = supervisor.run()
-    if code == 0 and config.sink.record is not None:
-        logger.info("Annotated video written to %s", config.sink.record)
+    for name, path in (("Annotated video", config.sink.record), ("Events", config.sink.events)):
+        if code == 0 and path is not None:
+            parts = written_parts(Path(path))
+            if len(parts) > 1:
+                # A restarted sink continues in a new part file instead of overwriting the first.
+                logger.warning("%s written in %d parts after sink restarts: %s", name, len(parts),
+                               ", ".join(str(part) for part in parts))
+            else:
+                logger.info("%s written to %s", name, path)
     if code == 0 and temporary_run_dir:
         shutil.rmtree(run_dir, ignore_errors=True)
     return code
 
 
 def check_output_paths(config: PipelineConfig) -> list[str]:
-    """Return one message per output file whose folder is missing, before any stage starts."""
+    """Return one message per unusable output file, before any stage starts.
+
+    An output must be a file path in an existing folder, and must not be the
+    source or the other output: the sink replaces its outputs when it opens them.
+    """
     problems = []
-    for key, path in (("sink.record", config.sink.record), ("sink.events", config.sink.events)):
-        if path is not None and not Path(path).parent.is_dir():
-            problems.append(f"{key}: the folder {Path(path).parent} does not exist. Create it or choose "
+    outputs = [(key, Path(path)) for key, path in (("sink.record", config.sink.record),
+                                                    ("sink.events", config.sink.events)) if path is not None]
+    source = Path(config.capture.source).resolve() if config.capture.source is not None else None
+    for key, path in outputs:
+        if path.is_dir() or not path.name:
+            problems.append(f"{key}: {path} is a folder. Give a file path such as {path / 'out.mp4'}")
+        elif not path.parent.is_dir():
+            problems.append(f"{key}: the folder {path.parent} does not exist. Create it or choose "
                             f"another path for {path.name}")
+        elif source is not None and path.resolve() == source:
+            problems.append(f"{key}: {path} is the source, which the sink would overwrite. Choose another "
+                            "output path")
+    if len(outputs) == 2 and outputs[0][1].resolve() == outputs[1][1].resolve():
+        problems.append(f"sink.record and sink.events are the same file {outputs[0][1]}. Give each its own path")
     return problems
+
+
+def written_parts(path: Path) -> list[Path]:
+    """Return `path` and the part files a restarted sink wrote beside it (`out.part1.mp4`, ...), as they exist."""
+    numbered = {}
+    for part in path.parent.glob(f"{glob.escape(path.stem)}.part*{glob.escape(path.suffix)}"):
+        number = part.name[len(path.stem) + len(".part"):len(part.name) - len(path.suffix)]
+        if number.isdigit():
+            numbered[int(number)] = part
+    return [candidate for candidate in (path, *(numbered[key] for key in sorted(numbered))) if candidate.is_file()]
 
 
 def option_overrides(args: argparse.Namespace) -> list[str]:

@@ -24,10 +24,12 @@ polls for the file; a person reads the "ready" log line.
 """
 
 import argparse
+import ctypes
 import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,11 +38,14 @@ from typing import Protocol
 from common.config_cli import add_config_arguments
 from common.logs import setup_logging
 from common.metrics import set_stage_state, start_metrics_server
+from common.supervisor import SUPERVISOR_PID_VARIABLE
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_CRASHED = 1
+# prctl option of Linux: the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 
 
 class StageLogic(Protocol):
@@ -101,6 +106,7 @@ class StageRunner:
         set_stage_state(self.stage, "starting")
         if self.handle_signals:
             self._install_signal_handlers()
+            stop_with_supervisor()
 
         exit_code = EXIT_OK
         phase = "setup"
@@ -179,6 +185,26 @@ class StageRunner:
             Path(self.ready_file).unlink(missing_ok=True)
         except OSError as error:
             logger.warning("Could not remove ready file %s: %s", self.ready_file, error)
+
+
+def stop_with_supervisor() -> None:
+    """Ask Linux to send this process SIGTERM when the supervisor that started it dies.
+
+    Stages run in their own sessions, so without this a supervisor killed with
+    SIGKILL would leave them running with no process to stop them. Does nothing for
+    a stage started by hand or on another system.
+    """
+    supervisor_pid = os.environ.get(SUPERVISOR_PID_VARIABLE, "")
+    if not supervisor_pid.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        logger.warning("Cannot ask to be stopped with the supervisor (pid %s): %s", supervisor_pid,
+                       os.strerror(ctypes.get_errno()))
+        return
+    if os.getppid() != int(supervisor_pid):
+        logger.warning("Supervisor (pid %s) exited before this stage started; stopping", supervisor_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_stage(logic: StageLogic, **options) -> int:

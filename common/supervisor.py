@@ -29,10 +29,14 @@ logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 40
 RESTART_COUNT_VARIABLE = "EMOTION_PIPELINE_RESTART_COUNT"
+# The supervisor's pid, so that a stage can ask to be stopped when the supervisor dies.
+SUPERVISOR_PID_VARIABLE = "EMOTION_PIPELINE_SUPERVISOR_PID"
 # Set to 1 for a sink started after every capture stage finished: the ends of
 # stream went to an earlier sink, so this one must not wait for them.
 CAPTURE_FINISHED_VARIABLE = "EMOTION_PIPELINE_CAPTURE_FINISHED"
 ERROR_LINE = re.compile(r" (ERROR|CRITICAL) |^\w*(Error|Exception): ")
+# The date and time a stage's log line starts with; the supervisor's own line has them already.
+LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
 
 
 class StageStartError(RuntimeError):
@@ -107,6 +111,7 @@ class Supervisor:
         environment = process_environment()
         # Tells a restarted stage not to overwrite what its previous run wrote.
         environment[RESTART_COUNT_VARIABLE] = str(stage.launches)
+        environment[SUPERVISOR_PID_VARIABLE] = str(os.getpid())
         environment.pop(CAPTURE_FINISHED_VARIABLE, None)
         captures = self.stages_with_role("capture")
         if stage.spec.role == "sink" and captures and all(capture.finished for capture in captures):
@@ -145,12 +150,12 @@ class Supervisor:
                 return
             if code is not None:
                 raise StageStartError(
-                    f"stage {stage.spec.name} exited with status {code} before it was ready: "
+                    f"Stage {stage.spec.name} exited with status {code} before it was ready: "
                     + last_error_line(stage)
                 )
             if time.monotonic() > deadline:
                 raise StageStartError(
-                    f"stage {stage.spec.name} was not ready after {self.ready_timeout_s:.0f} s: "
+                    f"Stage {stage.spec.name} was not ready after {self.ready_timeout_s:.0f} s: "
                     + last_error_line(stage)
                 )
             if self.stop_event.wait(0.05):
@@ -308,8 +313,10 @@ def last_error_line(stage: StageProcess) -> str:
     lines = [line.strip() for line in stage.stderr_tail if line.strip()]
     for line in reversed(lines):
         if ERROR_LINE.search(line):
-            return line
-    return lines[-1] if lines else "no output on stderr"
+            return LOG_PREFIX.sub("", line)
+    if not lines:
+        return "no output on stderr"
+    return f"no error logged (last line: {LOG_PREFIX.sub('', lines[-1])})"
 
 
 def stage_command(*arguments: str) -> list[str]:

@@ -82,8 +82,8 @@ def run_sink(args: argparse.Namespace) -> int:
     if restarts > 0:
         # A restarted sink must not overwrite what the crashed one wrote.
         record, events = part_path(record, restarts), part_path(events, restarts)
-        logger.warning("Sink restarted (restart %d): writing the rest of the run to %s and %s",
-                       restarts, record, events)
+        outputs = " and ".join(str(path) for path in (record, events) if path is not None) or "no file"
+        logger.warning("Sink restarted (restart %d): writing the rest of the run to %s", restarts, outputs)
 
     timeout_ms = args.classification_timeout_ms or sink.classification_timeout_ms
     finish_when_idle_s = None

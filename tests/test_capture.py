@@ -30,7 +30,7 @@ from capture.live import (FFMPEG_OPTIONS_VARIABLE, LatestFrameReader, ReconnectP
                           redact_url)
 from capture.sources import ImageFileSource, ImageFolderSource, SourceError, VideoFileSource
 from capture.stage import CaptureStage
-from common.schema import EndOfStream, Frame
+from common.schema import MAX_FRAME_SIDE, EndOfStream, Frame
 from common.transport import Receiver
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -254,6 +254,24 @@ def test_image_folder_natural_order_skips_unreadable(tmp_path, caplog):
     assert [frame.frame_index for frame in frames] == [0, 1, 3]
     assert source.frames_skipped == 1
     assert "frame3.png" in caplog.text
+
+
+def test_image_above_frame_limit(tmp_path):
+    # A frame message carries at most MAX_FRAME_SIDE px on a side.
+    wide = np.zeros((10, MAX_FRAME_SIDE + 8, 3), dtype=np.uint8)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((30, 40, 3), 50, dtype=np.uint8))
+    cv2.imwrite(str(folder / "b.png"), wide)
+    cv2.imwrite(str(folder / "c.png"), np.full((30, 40, 3), 90, dtype=np.uint8))
+
+    with create_source(str(folder)) as source:
+        frames = read_all(source)
+
+    assert [frame.frame_index for frame in frames] == [0, 2]
+    assert source.frames_skipped == 1
+    with pytest.raises(SourceError, match="above the limit"):
+        open_source(str(folder / "b.png"))
 
 
 def test_image_folder_without_images(tmp_path):

@@ -1,5 +1,6 @@
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -92,7 +93,7 @@ def test_stage_failing_to_start_reported(tmp_path, caplog):
         code = supervisor.run()
 
     assert code == 1
-    assert "stage classifier exited with status 3 before it was ready" in caplog.text
+    assert "Stage classifier exited with status 3 before it was ready" in caplog.text
     # The error line, not the last line, explains the failure.
     assert "before it was ready: 12:00:00 ERROR   [classifier] model file not found" in caplog.text
 
@@ -152,3 +153,28 @@ def test_sigterm_drains_then_stops(tmp_path):
     assert result == [0]
     assert (tmp_path / "serve.stopped").exists()
     assert (tmp_path / "finish.stopped").exists()
+
+
+def test_stages_stop_when_supervisor_killed(tmp_path):
+    counting = Path(__file__).parent / "processes" / "counting_stage.py"
+    closed_file = tmp_path / "closed.txt"
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from common.supervisor import StageSpec, Supervisor\n"
+        f"spec = StageSpec(name='capture', role='capture', argv=[sys.executable, {str(counting)!r}, "
+        f"{str(closed_file)!r}])\n"
+        f"sys.exit(Supervisor([spec], Path({str(tmp_path / 'run')!r})).run())\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: (tmp_path / "run" / "capture.ready").exists()), "the stage never became ready"
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+
+        assert wait_for(closed_file.exists), "the stage kept running after its supervisor was killed"
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+        supervisor.communicate(timeout=10)
+    assert closed_file.read_text().startswith("closed after")

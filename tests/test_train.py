@@ -3,6 +3,8 @@
 import csv
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -81,10 +83,27 @@ def test_train_then_resume(tiny_csv, tmp_path, restore_logging):
     assert not list(run_dir.glob("*.partial.keras"))
 
 
-def test_train_rejects_existing_run_without_resume(tiny_csv, tmp_path, restore_logging):
+def test_train_rejects_existing_run_without_resume(tiny_csv, tmp_path, restore_logging, capfd):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "last.keras").write_bytes(b"a previous run's checkpoint")
 
-    with pytest.raises(FileExistsError, match="pass --resume"):
-        run_train(tiny_csv, run_dir, 1)
+    code = run_train(tiny_csv, run_dir, 1)
+
+    assert code == 1
+    assert "pass --resume" in capfd.readouterr().err
+    assert (run_dir / "last.keras").read_bytes() == b"a previous run's checkpoint"
+
+
+def test_train_missing_data_reported_without_traceback(tmp_path):
+    run_dir = tmp_path / "run"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "common.cli", "train", "--data", str(tmp_path / "nope"), "--run-dir", str(run_dir)],
+        capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert f"FER-2013 not found at {tmp_path / 'nope'}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not run_dir.exists()

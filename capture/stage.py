@@ -17,6 +17,7 @@ import zmq
 
 from capture.live import LatestFrameReader, ReconnectPolicy
 from capture.sources import Source, SourceFrame
+from common.logs import RateLimitedLog
 from common.metrics import (FRAMES, FRAMES_DROPPED, SOURCE_CONNECTED, SOURCE_RECONNECTS, STAGE_LATENCY,
                             set_source_state)
 from common.schema import EndOfStream, Frame, stamp
@@ -40,6 +41,9 @@ DRAIN_TIMEOUT_S = 5.0
 # Against a stopped RTSP server, OpenCV 5.1's FFmpeg backend returned within 15 ms of a 2 s read
 # timeout, so a call 5 s past its timeout is one the timeout does not cover.
 HUNG_CALL_GRACE_S = 5.0
+# A file source waits for the detector; after this long without a frame taken it warns, and then again
+# at this interval.
+BLOCKED_WARNING_S = 10.0
 
 
 class CaptureStage:
@@ -71,6 +75,8 @@ class CaptureStage:
         self._ended = False
         self._first_frame: tuple[int, float] | None = None  # (frame index, monotonic time) that pacing counts from
         self._counted = {"skipped": 0, "stale": 0, "reconnects": 0}
+        self._last_send = time.monotonic()  # of a file frame, for the warning when the detector takes none
+        self._blocked_log = RateLimitedLog(logger, burst=1, interval_s=BLOCKED_WARNING_S)
 
     def setup(self) -> None:
         if self.source.live:
@@ -155,8 +161,15 @@ class CaptureStage:
             self._pending = dataclasses.replace(self._pending, capture_time=time.time())
         message = stamp(self._pending, SENT_TIMESTAMP)
         if not self._sender.send(message, block=True, timeout_ms=round(timeout_s * 1000)):
-            return True  # the detector is busy: keep the frame and try again on the next step
+            # The detector is busy or not running: keep the frame and try again on the next step.
+            waited_s = time.monotonic() - self._last_send
+            if waited_s >= BLOCKED_WARNING_S:
+                self._blocked_log.warning("The detector at %s has not taken a frame of %s for %.0f s; waiting. "
+                                          "Check that the detector is running", self.endpoint, self.source_id,
+                                          waited_s)
+            return True
         self._count_sent(message)
+        self._last_send = time.monotonic()
         self._pending = None
         return True
 

@@ -187,6 +187,18 @@ class Supervisor:
             return self.drain_and_stop()
         finally:
             self.stop_all()
+            self.log_crashes()
+
+    def log_crashes(self) -> None:
+        """Sum up the stages that crashed and were restarted, so a run that ends well still shows them."""
+        crashed = []
+        for stage in self.stages:
+            count = len(stage.crash_times)
+            if count:
+                crashed.append(f"{stage.spec.name} ({count} {'crash' if count == 1 else 'crashes'})")
+        if crashed:
+            logger.warning("Stages restarted after crashes during this run: %s. See docs/reliability.md for "
+                           "what each stage's crash loses", ", ".join(crashed))
 
     def check_stages(self) -> int | None:
         """Restart crashed stages; return an exit status when the run is over."""

@@ -116,12 +116,12 @@ class SinkStage:
         if self._quit_requested:
             return False
         if self._all_ended():
-            logger.info("Every source ended (%s); %d frames released", ", ".join(self.joiner.source_ids),
+            logger.info("Every source ended (%s); frames released: %d", ", ".join(self.joiner.source_ids),
                         self.frames_released)
             return False
         if self._idle_after_capture_finished():
             logger.info("Capture finished before this sink started and no message came for %.1f s; "
-                        "finishing with %d frames released", self.finish_when_idle_s, self.frames_released)
+                        "finishing. Frames released: %d", self.finish_when_idle_s, self.frames_released)
             return False
         return True
 
@@ -191,8 +191,8 @@ class SinkStage:
         if last is not None and frame_index > last + 1:
             # NOTE: capture's own drops (stale frames of a live source) also leave gaps. Capture
             # counts those, so a gap is logged here but not counted again.
-            self._gap_log.warning("Frames %d to %d of %s never reached the sink (dropped or lost upstream)",
-                                  last + 1, frame_index - 1, source)
+            missing = f"Frame {last + 1}" if frame_index == last + 2 else f"Frames {last + 1} to {frame_index - 1}"
+            self._gap_log.warning("%s of %s never reached the sink (dropped or lost upstream)", missing, source)
         self._last_released[source] = frame_index
 
     def _all_ended(self) -> bool:

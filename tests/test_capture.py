@@ -525,6 +525,25 @@ def test_capture_stage_close_delivers_queue(tmp_path, ipc_endpoint):
     assert isinstance(received[-1], EndOfStream)
 
 
+def test_capture_stage_warns_without_detector(tmp_path, zmq_context, ipc_endpoint, monkeypatch, caplog):
+    monkeypatch.setattr("capture.stage.BLOCKED_WARNING_S", 0.2)
+    path = write_video(tmp_path / "clip.mp4", 20)
+    stage = CaptureStage(create_source(str(path)), ipc_endpoint("nobody-binds"), source_id="alone", hwm=4,
+                         context=zmq_context)
+    stage.setup()
+    try:
+        with caplog.at_level(logging.WARNING, logger="capture.stage"):
+            deadline = time.monotonic() + 5
+            while "has not taken a frame" not in caplog.text and time.monotonic() < deadline:
+                assert stage.step(0.05)
+    finally:
+        stage.close()
+
+    assert "The detector at ipc://" in caplog.text
+    # ZeroMQ queues up to the high-water mark of frames before any detector connects.
+    assert stage.frames_sent <= 4
+
+
 def test_capture_stage_realtime_pacing(tmp_path, zmq_context, ipc_endpoint):
     path = write_video(tmp_path / "clip.mp4", 6, fps=20)
     endpoint = ipc_endpoint("frames")

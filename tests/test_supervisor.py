@@ -54,7 +54,7 @@ def test_sink_exit_ends_run(tmp_path):
     assert (tmp_path / "serve.stopped").exists(), "capture was not stopped after the sink finished"
 
 
-def test_crashed_stage_restarted(tmp_path):
+def test_crashed_stage_restarted(tmp_path, caplog):
     supervisor = Supervisor(
         [spec("detector", "detector", "crash-once", tmp_path), spec("sink", "sink", "finish", tmp_path)],
         tmp_path / "run", FAST_RESTARTS,
@@ -66,8 +66,10 @@ def test_crashed_stage_restarted(tmp_path):
     assert first != second
 
     (tmp_path / "finish").write_text("")
-    thread.join(timeout=20)
+    with caplog.at_level("WARNING", logger="common.supervisor"):
+        thread.join(timeout=20)
     assert result == [0]
+    assert "Stages restarted after crashes during this run: detector (1 crash)" in caplog.text
 
 
 def test_sink_restart_after_capture_finished(tmp_path):

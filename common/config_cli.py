@@ -44,7 +44,21 @@ def run_check_config(args: argparse.Namespace) -> int:
         return EXIT_INVALID_CONFIG
     data = config.model_dump(mode="json")
     print(json.dumps(data, indent=2) if args.format == "json" else to_toml(data), end="\n")
+    missing = missing_source_path(config.capture.source)
+    if missing is not None:
+        # The config may be meant for another machine, so this is a warning and the config stays valid.
+        print(f"Warning: capture.source {missing} does not exist on this machine, so `run` with this config "
+              "would fail here. Check the path, or ignore this if the config is for another machine.",
+              file=sys.stderr)
     return 0
+
+
+def missing_source_path(source: str | None) -> Path | None:
+    """Return the source as a path when it names a local file or folder that does not exist, else None."""
+    if source is None or "://" in source or source.isdigit() or source.startswith("/dev/video"):
+        return None
+    path = Path(source).expanduser()
+    return None if path.exists() else path
 
 
 def to_toml(data: dict[str, dict[str, Any]]) -> str:

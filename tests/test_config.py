@@ -244,6 +244,19 @@ def test_check_config_prints_resolved_config():
     assert printed["metrics"]["sink"] == 9203
 
 
+@pytest.mark.parametrize(("source", "warned"), [
+    ("no-such-clip.mp4", True),
+    ("pyproject.toml", False),
+    ("rtsp://127.0.0.1:8554/cam", False),
+    ("0", False),
+])
+def test_check_config_warns_missing_source(source, warned):
+    result = check_config("--set", f"capture.source='{source}'")
+
+    assert result.returncode == 0, result.stderr
+    assert ("does not exist on this machine" in result.stderr) is warned
+
+
 def test_check_config_json_output():
     result = check_config("--format", "json")
 

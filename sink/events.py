@@ -45,8 +45,9 @@ class EventWriter:
         """Write one line per face of `joined`, classified or not, and return the number of lines."""
         frame = joined.frame
         latency_ms = round((joined.released_time - frame.capture_time) * 1000, 2)
-        for face, box in enumerate(frame.boxes):
-            event = {
+
+        def event(box, status: str) -> dict:
+            return {
                 "source": frame.source_id,
                 "frame_index": frame.frame_index,
                 "capture_time": frame.capture_time,
@@ -54,31 +55,24 @@ class EventWriter:
                 "emotion": None,
                 "probabilities": None,
                 "latency_ms": latency_ms,
+                "status": status,
             }
+
+        for face, box in enumerate(frame.boxes):
             if joined.classified(face):
+                line = event(box, "classified")
                 probabilities = joined.probabilities[face]
-                event["emotion"] = joined.labels[int(probabilities.argmax())]
-                event["probabilities"] = {
+                line["emotion"] = joined.labels[int(probabilities.argmax())]
+                line["probabilities"] = {
                     label: round(float(value), 6) for label, value in zip(joined.labels, probabilities)
                     if math.isfinite(value)
                 }
-                event["status"] = "classified"
             else:
-                event["status"] = "classification_timeout"
-            self._file.write(json.dumps(event) + "\n")
+                line = event(box, "classification_timeout")
+            self._file.write(json.dumps(line) + "\n")
 
         for box, reason in zip(frame.rejected_boxes, frame.rejected_reasons):
-            event = {
-                "source": frame.source_id,
-                "frame_index": frame.frame_index,
-                "capture_time": frame.capture_time,
-                "box": [int(value) for value in box],
-                "emotion": None,
-                "probabilities": None,
-                "latency_ms": latency_ms,
-                "status": reason,
-            }
-            self._file.write(json.dumps(event) + "\n")
+            self._file.write(json.dumps(event(box, reason)) + "\n")
 
         lines = len(frame.boxes) + len(frame.rejected_boxes)
         self.lines_written += lines

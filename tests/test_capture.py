@@ -455,6 +455,16 @@ def test_demo_source_moving_face():
 # The capture stage over ZeroMQ
 
 
+def close_and_receive(stage: CaptureStage, receiver: Receiver, received: list, deadline: float) -> None:
+    """Close `stage` on a thread and receive until its end of stream arrives or `deadline` (monotonic) passes."""
+    closing = threading.Thread(target=stage.close)
+    closing.start()
+    while time.monotonic() < deadline and not (received and isinstance(received[-1], EndOfStream)):
+        if (message := receiver.recv(timeout_ms=100)) is not None:
+            received.append(message)
+    closing.join(timeout=10)
+
+
 def test_capture_stage_file_backpressure(tmp_path, ipc_endpoint):
     path = write_video(tmp_path / "clip.mp4", 25)
     endpoint = ipc_endpoint("frames")
@@ -476,12 +486,7 @@ def test_capture_stage_file_backpressure(tmp_path, ipc_endpoint):
                     received.append(message)
 
             # The last frames and the end of stream are still queued when the stage closes.
-            closing = threading.Thread(target=stage.close)
-            closing.start()
-            while time.monotonic() < deadline and not (received and isinstance(received[-1], EndOfStream)):
-                if (message := receiver.recv(timeout_ms=100)) is not None:
-                    received.append(message)
-            closing.join(timeout=10)
+            close_and_receive(stage, receiver, received, deadline)
     finally:
         context.destroy(linger=0)
 
@@ -512,12 +517,7 @@ def test_capture_stage_close_delivers_queue(tmp_path, ipc_endpoint):
             deadline = time.monotonic() + 30
             while stage.step(0.05) and time.monotonic() < deadline:
                 pass
-            closing = threading.Thread(target=stage.close)
-            closing.start()
-            while time.monotonic() < deadline and not (received and isinstance(received[-1], EndOfStream)):
-                if (message := receiver.recv(timeout_ms=100)) is not None:
-                    received.append(message)
-            closing.join(timeout=10)
+            close_and_receive(stage, receiver, received, deadline)
     finally:
         context.destroy(linger=0)
 

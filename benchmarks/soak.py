@@ -22,11 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+from common.metrics import scrape_metrics
 from common.transport import free_tcp_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +124,7 @@ def resident_mib(pid: int) -> float | None:
 
 def scrape(port: int) -> str:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return response.read().decode()
+        return scrape_metrics(port)
     except OSError:
         return ""
 

@@ -12,6 +12,7 @@ fits the budget from one that does not.
 """
 
 import logging
+import urllib.request
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -143,3 +144,12 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> int:
     bound_port = server.server_port
     logger.info("Serving metrics at http://%s:%d/metrics", host, bound_port)
     return bound_port
+
+
+def scrape_metrics(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> str:
+    """Fetch the text that a stage's metrics server serves at /metrics.
+
+    Raises OSError (urllib's URLError or HTTPError) when the server is unreachable or returns an error status.
+    """
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as response:
+        return response.read().decode()

@@ -7,9 +7,9 @@ python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good and -bad):
 
 It binds 127.0.0.1 only, prints `ready rtsp://127.0.0.1:PORT/stream` on stdout once
 it accepts connections, and stops on SIGTERM or SIGINT. Every client gets its own
-playback from the first frame. A test makes the server stall by sending it SIGSTOP:
-its connections stay open but carry nothing, and new ones are accepted by the
-kernel but never answered, as with a camera that hangs.
+playback from the first frame. A test makes the server stall by sending it SIGSTOP.
+Its connections then stay open but carry nothing, and the kernel accepts new
+ones that get no reply, as with a camera that hangs.
 """
 
 import argparse

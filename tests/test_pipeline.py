@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
 import pytest
 
+from common.metrics import scrape_metrics
 from common.stage import read_ready_file
 from common.transport import free_tcp_ports
 
@@ -125,11 +125,6 @@ def wait_for_ready(run_dir: Path, names: list[str], process: subprocess.Popen, t
     raise AssertionError(f"stages {names} were not all ready within {timeout_s} s")
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
-
-
 def test_metrics_scraped_while_running(tmp_path, ipc_dir):
     run_dir = tmp_path / "run"
     command = pipeline_command(run_dir, ipc_dir, "--source", str(CLIP), "--realtime",
@@ -141,16 +136,16 @@ def test_metrics_scraped_while_running(tmp_path, ipc_dir):
         deadline = time.monotonic() + 30
         sink_metrics = ""
         while time.monotonic() < deadline and "emotion_end_to_end_latency_seconds_count" not in sink_metrics:
-            sink_metrics = scrape(ready["sink"]["metrics_port"])
+            sink_metrics = scrape_metrics(ready["sink"]["metrics_port"])
             time.sleep(0.2)
 
         assert "emotion_end_to_end_latency_seconds_bucket" in sink_metrics
         assert "emotion_output_fps" in sink_metrics
-        detector_metrics = scrape(ready["detector"]["metrics_port"])
+        detector_metrics = scrape_metrics(ready["detector"]["metrics_port"])
         assert 'emotion_stage_latency_seconds_bucket{le="0.005",source="source0",stage="detector"}' in detector_metrics
-        classifier_metrics = scrape(ready["classifier-0"]["metrics_port"])
+        classifier_metrics = scrape_metrics(ready["classifier-0"]["metrics_port"])
         assert "emotion_batch_size_bucket" in classifier_metrics
-        capture_metrics = scrape(ready["capture"]["metrics_port"])
+        capture_metrics = scrape_metrics(ready["capture"]["metrics_port"])
         assert 'emotion_frames_total{source="source0",stage="capture"}' in capture_metrics
     finally:
         process.send_signal(signal.SIGINT)

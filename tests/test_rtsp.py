@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from prometheus_client import REGISTRY
 from capture.factory import StreamOptions, create_source
 from capture.live import FFMPEG_OPTIONS_VARIABLE, ReconnectPolicy
 from capture.stage import CaptureStage
+from common.metrics import scrape_metrics
 from common.schema import EndOfStream, Frame
 from common.stage import read_ready_file
 from common.transport import Receiver, free_tcp_ports
@@ -301,11 +301,6 @@ def read_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in lines[:-1] if line.strip()]
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
-
-
 @pytest.mark.slow
 def test_rtsp_pipeline_labels_faces_after_restart(rtsp_servers, tmp_path, ipc_dir):
     if not STREET_CLIP.is_file():
@@ -342,13 +337,13 @@ def test_rtsp_pipeline_labels_faces_after_restart(rtsp_servers, tmp_path, ipc_di
         assert wait_for(lambda: len(classified_after(0)) >= 5, timeout_s=120), "no labelled faces from the stream"
         capture_metrics_port = read_ready_file(run_dir / "capture.ready")["metrics_port"]
         server.kill()
-        assert wait_for(lambda: 'state="reconnecting"} 1.0' in scrape(capture_metrics_port), timeout_s=10)
+        assert wait_for(lambda: 'state="reconnecting"} 1.0' in scrape_metrics(capture_metrics_port), timeout_s=10)
 
         rtsp_servers(STREET_CLIP, port=server.port)
         restarted_at = time.time()
         assert wait_for(lambda: len(classified_after(restarted_at)) >= 5, timeout_s=30), \
             "no labelled faces after the server came back"
-        capture_metrics = scrape(capture_metrics_port)
+        capture_metrics = scrape_metrics(capture_metrics_port)
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -132,8 +132,9 @@ def natural_sort_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in parts]
 
 
-# FFmpeg's own choice, one decoding thread per core, cost 5.6 ms of CPU per 1280x720 H.264
-# frame against 4.6 ms for one thread, and the other stages need those cores.
+# The other stages need the cores that FFmpeg's own choice, a decoding thread per core, takes.
+# In one ad-hoc run on a 2-core machine that choice cost about 5.6 ms of CPU per 1280x720
+# H.264 frame against 4.6 ms for one thread (an estimate).
 # NOTE: one thread may not keep up with 4K files on a machine with cores to spare.
 DECODE_THREADS = 1
 

@@ -10,6 +10,10 @@ Rows, all on the same faces:
   classifier workers make, on batches of N faces, preprocessing included.
 - `litert, 2 threads, batch N`: the same with a two-thread interpreter, for a
   machine where one classifier process may use every core.
+- `litert batch 32, flip averaging`: the classifier workers' default, each
+  face classified as is and mirrored, so twice the model work per face.
+
+Every other row classifies each face once, to compare the model calls alone.
 
 A face's latency in a batch is the time of the whole batch, because every face
 waits for the batch to finish.
@@ -32,6 +36,7 @@ FER_TEST_DIR = SHARED_DIR / "datasets" / "fer2013" / "test"
 BATCH_SIZES = (1, 8, 32, 128)
 # (backend, interpreter threads): None is what a classifier worker uses, LiteRT's own choice.
 BACKENDS = (("keras", None), ("litert", None), ("litert", 2))
+FLIP_AVERAGE_BATCH_SIZE = 32
 FACE_SIDE = 48
 
 
@@ -102,7 +107,7 @@ def measure_backend(backend: str, threads: int | None, faces: np.ndarray, single
                     repeats: int) -> list[dict]:
     from classifier.inference import EmotionClassifier
 
-    classifier = EmotionClassifier(backend=backend, num_threads=threads)
+    classifier = EmotionClassifier(backend=backend, num_threads=threads, flip_average=False)
     rows = measure_keras_single(classifier, faces, single_count, repeats) if backend == "keras" else []
     for size in BATCH_SIZES:
         batches = split_batches(faces, size)
@@ -113,6 +118,17 @@ def measure_backend(backend: str, threads: int | None, faces: np.ndarray, single
     return rows
 
 
+def measure_flip_average(faces: np.ndarray, repeats: int) -> dict:
+    """Time the classifier workers' default: LiteRT, each face averaged with its mirror image."""
+    from classifier.inference import EmotionClassifier
+
+    classifier = EmotionClassifier(backend="litert", flip_average=True)
+    batches = split_batches(faces, FLIP_AVERAGE_BATCH_SIZE)
+    logger.info("Timing litert with flip averaging on %d batches of %d faces", len(batches), FLIP_AVERAGE_BATCH_SIZE)
+    timing = time_calls(classifier.predict, batches, repeats)
+    return {"backend": "litert", "threads": None, "method": "flip_average", "batch_size": FLIP_AVERAGE_BATCH_SIZE} | timing
+
+
 def run_classify(repeats: int, quick: bool) -> dict:
     """Measure every backend and return the rows, the faces used and the speed-up over `model.predict`."""
     face_count = 128 if quick else 1024
@@ -121,6 +137,7 @@ def run_classify(repeats: int, quick: bool) -> dict:
     rows = []
     for backend, threads in BACKENDS:
         rows += measure_backend(backend, threads, faces, single_count, repeats)
+    rows.append(measure_flip_average(faces, repeats))
     baseline = rows[0]["faces_per_s"]
     for row in rows:
         row["speedup_vs_predict"] = row["faces_per_s"] / baseline
@@ -135,6 +152,8 @@ def describe_row(row: dict) -> str:
         return "keras `model.predict`, 1 face per call"
     if row["method"] == "compiled":
         return "keras compiled call, 1 face per call"
+    if row["method"] == "flip_average":
+        return f"{row['backend']} batch {row['batch_size']}, flip averaging"
     if row.get("threads"):
         return f"{row['backend']}, {row['threads']} threads, batch {row['batch_size']}"
     return f"{row['backend']} batch {row['batch_size']}"

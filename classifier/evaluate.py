@@ -52,7 +52,11 @@ def evaluate(
 
     started = time.monotonic()
     predictions = predict_split(classifier, split, batch_size).argmax(axis=1)
-    result = {"model": str(classifier.model_path), "params": classifier.param_count}
+    result = {
+        "model": str(classifier.model_path),
+        "params": classifier.param_count,
+        "flip_average": classifier.flip_average,
+    }
     result.update(summarise(split.labels, predictions, split_name))
 
     result.update(accuracy_dedup=None, n_dedup=None, duplicates_excluded=None)
@@ -65,8 +69,9 @@ def evaluate(
             result["accuracy_dedup"] = round(float((predictions[originals] == split.labels[originals]).mean()), 4)
 
     logger.info(
-        "Evaluated %s on %d faces of %s in %.1f s: accuracy %.4f",
-        classifier.model_path, len(split), split_name, time.monotonic() - started, result["accuracy"],
+        "Evaluated %s on %d faces of %s in %.1f s (flip averaging %s): accuracy %.4f",
+        classifier.model_path, len(split), split_name, time.monotonic() - started,
+        "on" if classifier.flip_average else "off", result["accuracy"],
     )
     return result
 
@@ -77,6 +82,7 @@ def format_evaluation(result: dict) -> str:
     lines = [
         f"model     {result['model']} ({params})",
         f"split     {result['split']}, {result['n']} faces",
+        f"flip avg  {'on: each face averaged with its mirror image' if result['flip_average'] else 'off'}",
         f"accuracy  {result['accuracy']:.4f}",
     ]
     if result["duplicates_excluded"] is None:

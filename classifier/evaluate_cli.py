@@ -29,6 +29,9 @@ def add_parser(subparsers) -> None:
                         help="a .keras model or its .tflite export (default: the shipped mini_xception.keras)")
     parser.add_argument("--json", action="store_true",
                         help="also print the results as one JSON object on the last line of stdout")
+    parser.add_argument("--no-flip-average", dest="flip_average", action="store_false",
+                        help="classify each face once, without averaging in its mirror image as the live "
+                             "classifier does by default")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="faces per model call (default: 256)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="folder for decoded dataset arrays (default: ~/.cache/emotion-pipeline)")
@@ -41,7 +44,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from classifier.inference import EmotionClassifier, ModelError
 
     try:
-        classifier = EmotionClassifier(args.model)
+        classifier = EmotionClassifier(args.model, flip_average=args.flip_average)
         splits = load_fer2013(args.data, cache_dir=args.cache_dir)
     except (ModelError, DatasetError) as error:
         logger.error("%s", error)

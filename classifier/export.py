@@ -86,8 +86,9 @@ def compare_export(
     """
     if batch_size < 1:
         raise ValueError(f"expected a batch size of at least 1, got {batch_size}")
-    keras_classifier = EmotionClassifier(keras_path, backend="keras")
-    litert_classifier = EmotionClassifier(tflite_path, backend="litert")
+    # Both models are compared face by face, without averaging in the mirrored faces.
+    keras_classifier = EmotionClassifier(keras_path, backend="keras", flip_average=False)
+    litert_classifier = EmotionClassifier(tflite_path, backend="litert", flip_average=False)
     if faces is None:
         faces = random_faces(NOISE_FACES, keras_classifier.input_size)
     if len(faces) == 0:

@@ -22,6 +22,7 @@ def build_mini_xception(
     num_classes: int = NUM_CLASSES,
     l2: float = 0.01,
     separable_l2: float = 0.0,
+    block_filters: tuple[int, ...] = BLOCK_FILTERS,
 ) -> keras.Model:
     """Build mini-Xception for gray `input_size` x `input_size` faces.
 
@@ -30,7 +31,13 @@ def build_mini_xception(
     kernels of the separable convolutions. The original Keras 2 code passed
     `kernel_regularizer` to SeparableConv2D, which Keras 2 silently ignored,
     so 0.0 reproduces the original; Keras 3 rejects that argument outright.
+
+    `block_filters` sets the channels of each residual block, and so the
+    width of the network; each block halves the spatial size.
     """
+    if not block_filters or any(filters < 1 for filters in block_filters):
+        raise ValueError(f"expected one or more positive block widths, got {block_filters}")
+
     conv_decay = regularizers.L2(l2) if l2 > 0 else None
     separable_decay = regularizers.L2(separable_l2) if separable_l2 > 0 else None
 
@@ -43,7 +50,7 @@ def build_mini_xception(
     x = layers.BatchNormalization(name="stem_bn2")(x)
     x = layers.ReLU(name="stem_relu2")(x)
 
-    for index, filters in enumerate(BLOCK_FILTERS, start=1):
+    for index, filters in enumerate(block_filters, start=1):
         x = residual_block(x, filters, f"block{index}", conv_decay, separable_decay)
 
     x = layers.Conv2D(num_classes, 3, padding="same", kernel_regularizer=conv_decay, name="class_conv")(x)

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from classifier.data import FerSplit, load_fer2013
-from classifier.model import build_mini_xception
+from classifier.model import BLOCK_FILTERS, build_mini_xception
 from classifier.preprocess import DEFAULT_INPUT_SIZE, preprocess_faces
 from classifier.report import write_report
 
@@ -43,6 +43,7 @@ class TrainConfig:
     l2: float = 0.01
     separable_l2: float = 0.0
     early_stopping: int = 15  # epochs without a better PublicTest accuracy; 0 disables
+    block_filters: tuple[int, ...] = BLOCK_FILTERS  # channels per residual block
     input_size: int = DEFAULT_INPUT_SIZE
     seed: int = 1
     limit: int | None = None  # faces sampled per split, stratified by emotion; for quick trials and tests
@@ -153,7 +154,9 @@ def build_or_resume(config: TrainConfig) -> tuple[keras.Model, int, float]:
             f"{config.run_dir} already contains a run: pass --resume to continue it or choose another --run-dir"
         )
 
-    model = build_mini_xception(config.input_size, l2=config.l2, separable_l2=config.separable_l2)
+    model = build_mini_xception(
+        config.input_size, l2=config.l2, separable_l2=config.separable_l2, block_filters=config.block_filters
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="categorical_crossentropy",

@@ -5,7 +5,14 @@ import logging
 from pathlib import Path
 
 from classifier.preprocess import DEFAULT_INPUT_SIZE
-from common.arguments import non_negative_float, non_negative_int, positive_float, positive_int, unit_float
+from common.arguments import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    unit_float,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--early-stopping", type=non_negative_int, default=15,
                         help="stop after this many epochs without a better PublicTest accuracy, 0 for never "
                              "(default: %(default)s)")
+    # NOTE: the default lives in classifier.model; importing it here would load Keras for every subcommand.
+    parser.add_argument("--block-filters", type=positive_int_list, default=None, metavar="N,N,...",
+                        help="channels of each residual block, which set the width and depth of the network "
+                             "(default: the original 16,32,64,128)")
     parser.add_argument("--input-size", type=positive_int, default=DEFAULT_INPUT_SIZE,
                         help="side of the square model input in pixels (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for weights, shuffling, augmentation and the --limit sample "
@@ -60,6 +71,7 @@ def run_train(args: argparse.Namespace) -> int:
     from classifier.data import DatasetError
     from classifier.train import TrainConfig, train
 
+    architecture = {"block_filters": args.block_filters} if args.block_filters else {}
     config = TrainConfig(
         data=args.data,
         run_dir=args.run_dir,
@@ -76,6 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
         limit=args.limit,
         resume=args.resume,
         cache_dir=args.cache_dir,
+        **architecture,
     )
     try:
         train(config)

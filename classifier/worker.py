@@ -41,6 +41,7 @@ class ClassifierWorker:
         max_delay_ms: float,
         model_path=None,
         backend: str = "keras",
+        flip_average: bool = True,
         worker_id: str | None = None,
         stop_event=None,
         slow_down_ms: float = 0.0,
@@ -49,6 +50,7 @@ class ClassifierWorker:
         self.results_endpoint = results_endpoint
         self.model_path = model_path
         self.backend = backend
+        self.flip_average = flip_average
         self.worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}"
         self.batcher: FaceBatcher[FaceCrops] = FaceBatcher(max_batch, max_delay_ms / 1000.0)
         # Enough frames to fill one batch while the previous one runs.
@@ -68,7 +70,7 @@ class ClassifierWorker:
     def setup(self) -> None:
         from classifier.inference import EmotionClassifier  # loads TensorFlow or LiteRT
 
-        self.classifier = EmotionClassifier(self.model_path, self.backend)
+        self.classifier = EmotionClassifier(self.model_path, self.backend, flip_average=self.flip_average)
         self.context = zmq.Context()
         self.work_socket = make_socket(self.context, zmq.DEALER, self.work_endpoint, bind=False, hwm=self.credits)
         # A random identity, so a restarted worker is never taken for the one that died.

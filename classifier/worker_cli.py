@@ -82,6 +82,7 @@ def run_classifier(args: argparse.Namespace) -> int:
         max_delay_ms=settings.max_delay_ms,
         model_path=model_path,
         backend=backend,
+        flip_average=settings.flip_average,
         stop_event=stop_event,
         slow_down_ms=args.slow_down_ms,
     )

@@ -1,4 +1,4 @@
-"""Argument types for command-line options that take bounded numbers."""
+"""Argument types for command-line options that take bounded numbers or lists of them."""
 
 import argparse
 
@@ -44,3 +44,11 @@ def unit_float(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a number above 0 and at most 1, got {text}")
     return value
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """Parse comma-separated whole numbers of at least 1, such as "16,32,64"."""
+    values = tuple(parse_number(part.strip(), int) for part in text.split(","))
+    if any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers of at least 1, got {text}")
+    return values

@@ -105,6 +105,10 @@ class ClassifierConfig(Section):
     # litert loads no TensorFlow and ran batches of 1 to 32 faces about 4x faster than keras
     # (an estimate from one run on a loaded 2-core machine, not yet a repository benchmark).
     backend: Literal["keras", "litert"] = Field("litert", description="inference backend for the model")
+    flip_average: bool = Field(
+        True,
+        description="also classify each face mirrored left to right and average both results "
+                    "(more accurate, twice the model work per face)")
 
 
 class SinkConfig(Section):

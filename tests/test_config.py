@@ -36,6 +36,7 @@ def test_defaults_without_file():
     assert config.classifier.max_batch == 32
     assert config.classifier.max_delay_ms == 10.0
     assert config.classifier.workers == 1
+    assert config.classifier.flip_average is True
     assert config.capture.source is None
     assert config.sink.record is None
     assert config.metrics.host == "127.0.0.1"

@@ -17,7 +17,7 @@ from common.cli import main
 
 JSON_KEYS = {
     "accuracy", "params", "split", "n", "per_class", "accuracy_dedup", "n_dedup", "duplicates_excluded",
-    "confusion_matrix", "model",
+    "confusion_matrix", "model", "flip_average",
 }
 
 
@@ -133,6 +133,18 @@ def test_json_has_all_figures(run_evaluate, dataset, predictions):
     assert sum(values["support"] for values in result["per_class"].values()) == 24
     assert np.array(result["confusion_matrix"]).sum() == 24
     assert "Predicting" in err
+
+
+def test_no_flip_average_flag(run_evaluate, dataset, model_path):
+    status, out, _ = run_evaluate("--split", "PublicTest", "--json", "--no-flip-average")
+
+    assert status == 0
+    result = last_json(out)
+    assert result["flip_average"] is False
+    assert last_json(run_evaluate("--split", "PublicTest", "--json")[1])["flip_average"] is True
+    plain = EmotionClassifier(model_path, flip_average=False).predict(dataset.faces["PublicTest"]).argmax(axis=1)
+    assert result["accuracy"] == pytest.approx(float((plain == dataset.labels["PublicTest"]).mean()), abs=1e-4)
+    assert "flip avg  off" in out
 
 
 def test_dedup_excludes_planted_copies(run_evaluate, dataset, predictions):

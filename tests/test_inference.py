@@ -99,6 +99,28 @@ def test_predict_returns_probabilities(keras_classifier, litert_classifier, face
         assert (probabilities >= 0).all()
 
 
+@pytest.mark.parametrize("backend", ["keras", "litert"])
+def test_flip_average_means_both_views(models, faces, backend):
+    path = models.keras_path if backend == "keras" else models.tflite_path
+    plain = EmotionClassifier(path, backend=backend, flip_average=False)
+    averaged = EmotionClassifier(path, backend=backend)
+
+    expected = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
+
+    np.testing.assert_allclose(averaged.predict(faces), expected, atol=PROBABILITY_TOLERANCE)
+    # Noise faces are not mirror-symmetric, so averaging changes their probabilities.
+    assert np.abs(plain.predict(faces) - expected).max() > 1e-3
+
+
+def test_symmetric_faces_unchanged_by_flip(models, faces):
+    plain = EmotionClassifier(models.keras_path, backend="keras", flip_average=False)
+    averaged = EmotionClassifier(models.keras_path, backend="keras")
+    left_halves = faces[:20, :, :24]
+    symmetric = np.concatenate([left_halves, left_halves[:, :, ::-1]], axis=2)
+
+    np.testing.assert_allclose(averaged.predict(symmetric), plain.predict(symmetric), atol=PROBABILITY_TOLERANCE)
+
+
 def test_faces_have_distinct_predictions(keras_classifier, faces):
     # Guards the comparisons below: a model that gave every face the same class would hide disagreements.
     predictions = keras_classifier.predict(faces).argmax(axis=1)

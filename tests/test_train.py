@@ -107,3 +107,37 @@ def test_train_missing_data_reported_without_traceback(tmp_path):
     assert f"FER-2013 not found at {tmp_path / 'nope'}" in result.stderr
     assert "Traceback" not in result.stderr
     assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_block_filters_set_width(tiny_csv, tmp_path, restore_logging):
+    import keras
+
+    run_dir = tmp_path / "narrow"
+
+    assert run_train(tiny_csv, run_dir, 1, "--block-filters", "8,12,16") == 0
+
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    widths = [model.get_layer(f"block{index}_add").output.shape[-1] for index in (1, 2, 3)]
+    assert widths == [8, 12, 16]
+    with pytest.raises(ValueError):
+        model.get_layer("block4_add")
+    assert json.loads((run_dir / "config.json").read_text())["block_filters"] == [8, 12, 16]
+
+
+@pytest.mark.parametrize("value", ["16,0,64", "16,,64", "wide"])
+def test_bad_block_filters_rejected(tiny_csv, tmp_path, value, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "--data", str(tiny_csv), "--run-dir", str(tmp_path / "run"), "--block-filters", value])
+
+    assert raised.value.code == 2
+    assert "--block-filters" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_model_rejects_bad_widths():
+    from classifier.model import build_mini_xception
+
+    for widths in ((), (16, 0)):
+        with pytest.raises(ValueError, match="positive block widths"):
+            build_mini_xception(block_filters=widths)

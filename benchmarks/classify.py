@@ -10,8 +10,9 @@ Rows, all on the same faces:
   classifier workers make, on batches of N faces, preprocessing included.
 - `litert, 2 threads, batch N`: the same with a two-thread interpreter, for a
   machine where one classifier process may use every core.
-- `litert batch 32, flip averaging`: the classifier workers' default, each
-  face classified as is and mirrored, so twice the model work per face.
+- `litert batch 32, views: ...`: test-time views, each face classified as
+  is and mirrored, then also zoomed as the classifier workers do by default
+  (`classifier.zoom_views`), so 2 and 4 model inputs per face.
 
 Every other row classifies each face once, to compare the model calls alone.
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from benchmarks.clips import SHARED_DIR
 from benchmarks.report import format_number, markdown_table, ratio
+from common.config import DEFAULT_ZOOM_VIEWS
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ FER_TEST_DIR = SHARED_DIR / "datasets" / "fer2013" / "test"
 BATCH_SIZES = (1, 8, 32, 128)
 # (backend, interpreter threads): None is what a classifier worker uses, LiteRT's own choice.
 BACKENDS = (("keras", None), ("litert", None), ("litert", 2))
-FLIP_AVERAGE_BATCH_SIZE = 32
+VIEWS_BATCH_SIZE = 32
 FACE_SIDE = 48
 
 
@@ -107,7 +109,7 @@ def measure_backend(backend: str, threads: int | None, faces: np.ndarray, single
                     repeats: int) -> list[dict]:
     from classifier.inference import EmotionClassifier
 
-    classifier = EmotionClassifier(backend=backend, num_threads=threads, flip_average=False)
+    classifier = EmotionClassifier(backend=backend, num_threads=threads, flip_average=False, zoom_views=())
     rows = measure_keras_single(classifier, faces, single_count, repeats) if backend == "keras" else []
     for size in BATCH_SIZES:
         batches = split_batches(faces, size)
@@ -118,15 +120,17 @@ def measure_backend(backend: str, threads: int | None, faces: np.ndarray, single
     return rows
 
 
-def measure_flip_average(faces: np.ndarray, repeats: int) -> dict:
-    """Time the classifier workers' default: LiteRT, each face averaged with its mirror image."""
+def measure_views(faces: np.ndarray, repeats: int, zoom_views: tuple[float, ...]) -> dict:
+    """Time LiteRT on every face mirrored and at each zoom of `zoom_views`, results averaged."""
     from classifier.inference import EmotionClassifier
 
-    classifier = EmotionClassifier(backend="litert", flip_average=True)
-    batches = split_batches(faces, FLIP_AVERAGE_BATCH_SIZE)
-    logger.info("Timing litert with flip averaging on %d batches of %d faces", len(batches), FLIP_AVERAGE_BATCH_SIZE)
+    classifier = EmotionClassifier(backend="litert", flip_average=True, zoom_views=zoom_views)
+    batches = split_batches(faces, VIEWS_BATCH_SIZE)
+    logger.info("Timing litert with views (%s) on %d batches of %d faces",
+                classifier.describe_views(), len(batches), VIEWS_BATCH_SIZE)
     timing = time_calls(classifier.predict, batches, repeats)
-    return {"backend": "litert", "threads": None, "method": "flip_average", "batch_size": FLIP_AVERAGE_BATCH_SIZE} | timing
+    return {"backend": "litert", "threads": None, "method": "views", "views": classifier.describe_views(),
+            "views_per_face": classifier.views_per_face, "batch_size": VIEWS_BATCH_SIZE} | timing
 
 
 def run_classify(repeats: int, quick: bool) -> dict:
@@ -137,7 +141,8 @@ def run_classify(repeats: int, quick: bool) -> dict:
     rows = []
     for backend, threads in BACKENDS:
         rows += measure_backend(backend, threads, faces, single_count, repeats)
-    rows.append(measure_flip_average(faces, repeats))
+    rows.append(measure_views(faces, repeats, zoom_views=()))
+    rows.append(measure_views(faces, repeats, zoom_views=DEFAULT_ZOOM_VIEWS))
     baseline = rows[0]["faces_per_s"]
     for row in rows:
         row["speedup_vs_predict"] = row["faces_per_s"] / baseline
@@ -152,8 +157,8 @@ def describe_row(row: dict) -> str:
         return "keras `model.predict`, 1 face per call"
     if row["method"] == "compiled":
         return "keras compiled call, 1 face per call"
-    if row["method"] == "flip_average":
-        return f"{row['backend']} batch {row['batch_size']}, flip averaging"
+    if row["method"] == "views":
+        return f"{row['backend']} batch {row['batch_size']}, views: {row['views']}"
     if row.get("threads"):
         return f"{row['backend']}, {row['threads']} threads, batch {row['batch_size']}"
     return f"{row['backend']} batch {row['batch_size']}"

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from classifier.data import FerSplit, duplicate_mask
-from classifier.inference import EmotionClassifier
+from classifier.inference import EmotionClassifier, describe_views
 from classifier.labels import NUM_CLASSES
 from classifier.report import format_confusion_matrix, format_per_class, summarise
 
@@ -56,6 +56,7 @@ def evaluate(
         "model": str(classifier.model_path),
         "params": classifier.param_count,
         "flip_average": classifier.flip_average,
+        "zoom_views": list(classifier.zoom_views),
     }
     result.update(summarise(split.labels, predictions, split_name))
 
@@ -69,9 +70,9 @@ def evaluate(
             result["accuracy_dedup"] = round(float((predictions[originals] == split.labels[originals]).mean()), 4)
 
     logger.info(
-        "Evaluated %s on %d faces of %s in %.1f s (flip averaging %s): accuracy %.4f",
+        "Evaluated %s on %d faces of %s in %.1f s (views: %s): accuracy %.4f",
         classifier.model_path, len(split), split_name, time.monotonic() - started,
-        "on" if classifier.flip_average else "off", result["accuracy"],
+        classifier.describe_views(), result["accuracy"],
     )
     return result
 
@@ -82,7 +83,7 @@ def format_evaluation(result: dict) -> str:
     lines = [
         f"model     {result['model']} ({params})",
         f"split     {result['split']}, {result['n']} faces",
-        f"flip avg  {'on: each face averaged with its mirror image' if result['flip_average'] else 'off'}",
+        f"views     {describe_views(result['zoom_views'], result['flip_average'])}",
         f"accuracy  {result['accuracy']:.4f}",
     ]
     if result["duplicates_excluded"] is None:

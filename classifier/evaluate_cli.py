@@ -6,9 +6,20 @@ import logging
 from pathlib import Path
 
 from classifier.labels import SPLITS
-from classifier.train_cli import positive_int
+from common.arguments import parse_number, positive_int
+from common.config import DEFAULT_ZOOM_VIEWS
 
 logger = logging.getLogger(__name__)
+
+
+def zoom_view_list(text: str) -> tuple[float, ...]:
+    """Parse comma-separated zoom factors above 1 and at most 2, or "none"."""
+    if text.strip().lower() == "none":
+        return ()
+    zooms = tuple(parse_number(part.strip(), float) for part in text.split(","))
+    if any(not 1 < zoom <= 2 for zoom in zooms):
+        raise argparse.ArgumentTypeError(f"expected zoom factors above 1 and at most 2, or none, got {text}")
+    return zooms
 
 
 def add_parser(subparsers) -> None:
@@ -30,8 +41,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--json", action="store_true",
                         help="also print the results as one JSON object on the last line of stdout")
     parser.add_argument("--no-flip-average", dest="flip_average", action="store_false",
-                        help="classify each face once, without averaging in its mirror image as the live "
-                             "classifier does by default")
+                        help="leave out the mirror image of each view, which the live classifier averages in "
+                             "by default")
+    parser.add_argument("--zoom-views", type=zoom_view_list, default=DEFAULT_ZOOM_VIEWS, metavar="Z,Z,...|none",
+                        help="zoom factors of extra views of each face, its centre enlarged, averaged in as the "
+                             "live classifier does (default: %s, the classifier.zoom_views default)"
+                             % (",".join(f"{zoom:g}" for zoom in DEFAULT_ZOOM_VIEWS) or "none"))
     parser.add_argument("--batch-size", type=positive_int, default=256, help="faces per model call (default: 256)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="folder for decoded dataset arrays (default: ~/.cache/emotion-pipeline)")
@@ -44,7 +59,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from classifier.inference import EmotionClassifier, ModelError
 
     try:
-        classifier = EmotionClassifier(args.model, flip_average=args.flip_average)
+        classifier = EmotionClassifier(args.model, flip_average=args.flip_average, zoom_views=args.zoom_views)
         splits = load_fer2013(args.data, cache_dir=args.cache_dir)
     except (ModelError, DatasetError) as error:
         logger.error("%s", error)

@@ -86,9 +86,9 @@ def compare_export(
     """
     if batch_size < 1:
         raise ValueError(f"expected a batch size of at least 1, got {batch_size}")
-    # Both models are compared face by face, without averaging in the mirrored faces.
-    keras_classifier = EmotionClassifier(keras_path, backend="keras", flip_average=False)
-    litert_classifier = EmotionClassifier(tflite_path, backend="litert", flip_average=False)
+    # Both models are compared face by face, without averaging in other views of the faces.
+    keras_classifier = EmotionClassifier(keras_path, backend="keras", flip_average=False, zoom_views=())
+    litert_classifier = EmotionClassifier(tflite_path, backend="litert", flip_average=False, zoom_views=())
     if faces is None:
         faces = random_faces(NOISE_FACES, keras_classifier.input_size)
     if len(faces) == 0:

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from classifier.labels import NUM_CLASSES
-from classifier.preprocess import preprocess_faces
+from classifier.preprocess import preprocess_faces, zoom_faces
+from common.config import DEFAULT_ZOOM_VIEWS
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,12 @@ class LiteRtRunner:
         return self.interpreter.get_tensor(self.output_index)
 
 
+def describe_views(zoom_views: Sequence[float], flip_average: bool) -> str:
+    """Name the views each face is classified in, such as "original, zoom 1.1, each also mirrored"."""
+    names = ["original"] + [f"zoom {zoom:g}" for zoom in zoom_views]
+    return ", ".join(names) + (", each also mirrored" if flip_average else "")
+
+
 class EmotionClassifier:
     """Probabilities per emotion for batches of face crops, from a Keras or TFLite model.
 
@@ -160,11 +167,16 @@ class EmotionClassifier:
             `model_path` (`litert` for .tflite), or `keras` without a path.
         num_threads: CPU threads of the litert interpreter; None lets LiteRT
             choose. The keras backend ignores it.
-        flip_average: also run every face mirrored left to right and return
-            the mean of both probabilities (test-time augmentation). The model
-            trains on mirrored faces too; averaging the two views raised the
-            shipped model's PrivateTest accuracy by about 2 points for twice
-            the model work per face (see docs/model.md).
+        flip_average: also run every face mirrored left to right and
+            average the probabilities (test-time augmentation). Training
+            mirrors faces too, so both views are valid inputs.
+        zoom_views: zoom factors of extra views of every face, each the
+            centre of the face enlarged back to the input size (see
+            `classifier.preprocess.zoom_faces`); their probabilities are
+            averaged in as well. With flip averaging each view also runs
+            mirrored, so a face costs 2 * (1 + len(zoom_views)) model inputs.
+            Defaults to the live classifier's `classifier.zoom_views`;
+            docs/model.md gives the accuracy of each setting.
 
     Raises:
         ModelError: the model file is missing, unreadable, of the other
@@ -181,6 +193,7 @@ class EmotionClassifier:
         backend: str | None = None,
         num_threads: int | None = None,
         flip_average: bool = True,
+        zoom_views: Sequence[float] = DEFAULT_ZOOM_VIEWS,
     ):
         if backend is None:
             backend = "keras" if model_path is None else backend_for_path(model_path)
@@ -192,6 +205,9 @@ class EmotionClassifier:
             )
         self.backend = backend
         self.flip_average = flip_average
+        if any(not 1 < zoom <= 2 for zoom in zoom_views):
+            raise ValueError(f"expected zoom views above 1 and at most 2, got {list(zoom_views)}")
+        self.zoom_views = tuple(zoom_views)
         self.model_path = Path(model_path) if model_path is not None else default_model_path(backend)
 
         started = time.monotonic()
@@ -205,26 +221,37 @@ class EmotionClassifier:
             self.param_count = None
         self.input_size: int = self.runner.input_size
         logger.info(
-            "Loaded %s for the %s backend in %.1f s (input %dx%d, flip averaging %s)",
+            "Loaded %s for the %s backend in %.1f s (input %dx%d, views per face: %s)",
             self.model_path, backend, time.monotonic() - started, self.input_size, self.input_size,
-            "on" if flip_average else "off",
+            self.describe_views(),
         )
+
+    @property
+    def views_per_face(self) -> int:
+        """Number of model inputs each face becomes: the face, its zoom views and their mirror images."""
+        return (1 + len(self.zoom_views)) * (2 if self.flip_average else 1)
+
+    def describe_views(self) -> str:
+        return describe_views(self.zoom_views, self.flip_average)
 
     def predict(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Return float32 probabilities of shape (N, 7), in the order of `classifier.labels.EMOTIONS`.
 
         `faces` is uint8 of shape (N, S, S) with S the model's input size, or
         any faces that `classifier.preprocess.preprocess_faces` accepts (other
-        sizes, BGR or BGRA). The whole batch runs in one model call; with
-        flip averaging that call contains each face and its mirror image.
+        sizes, BGR or BGRA). The whole batch runs in one model call, which
+        contains every view of every face; the result is the mean over views.
         """
         inputs = preprocess_faces(faces, self.input_size)
         count = len(inputs)
         if count == 0:
             return np.zeros((0, NUM_CLASSES), dtype=np.float32)
-        if not self.flip_average:
+
+        views = [inputs] + [zoom_faces(inputs, zoom) for zoom in self.zoom_views]
+        if self.flip_average:
+            views += [view[:, :, ::-1, :] for view in views]  # axis 2 is the image width
+        if len(views) == 1:
             return np.asarray(self.runner(inputs), dtype=np.float32)
 
-        mirrored = inputs[:, :, ::-1, :]  # axis 2 is the image width
-        probabilities = np.asarray(self.runner(np.concatenate([inputs, mirrored])), dtype=np.float32)
-        return (probabilities[:count] + probabilities[count:]) / 2
+        probabilities = np.asarray(self.runner(np.concatenate(views)), dtype=np.float32)
+        return probabilities.reshape(len(views), count, NUM_CLASSES).mean(axis=0)

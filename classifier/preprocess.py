@@ -50,6 +50,24 @@ def scale_faces(faces: np.ndarray) -> np.ndarray:
     return scaled[..., np.newaxis]
 
 
+def zoom_faces(inputs: np.ndarray, zoom: float) -> np.ndarray:
+    """Enlarge the centre of model inputs of shape (N, S, S, 1) by `zoom`, keeping their size.
+
+    A zoom of 1.1 crops the middle S/1.1 pixels of each face and resizes them
+    back to S, which frames the face a little tighter.
+    """
+    if zoom < 1:
+        raise ValueError(f"expected a zoom of at least 1, got {zoom}")
+    size = inputs.shape[1]
+    side = max(1, round(size / zoom))
+    start = (size - side) // 2
+    centres = inputs[:, start:start + side, start:start + side, 0]
+    if side == size:
+        return inputs.copy()
+    zoomed = [cv2.resize(centre, (size, size), interpolation=cv2.INTER_LINEAR) for centre in centres]
+    return np.stack(zoomed)[..., np.newaxis]
+
+
 def preprocess_faces(
     faces: np.ndarray | Sequence[np.ndarray], size: int = DEFAULT_INPUT_SIZE
 ) -> np.ndarray:

@@ -16,6 +16,7 @@ import zmq
 
 from classifier.batching import Batch, FaceBatcher
 from classifier.labels import EMOTIONS
+from common.config import DEFAULT_ZOOM_VIEWS
 from common.metrics import BATCH_SIZE, FACES, FRAMES, QUEUE_DEPTH, STAGE_LATENCY
 from common.schema import Classifications, FaceCrops, encode, stamp
 from common.transport import decode_counted, make_socket, recv_parts, send_parts
@@ -42,6 +43,7 @@ class ClassifierWorker:
         model_path=None,
         backend: str = "keras",
         flip_average: bool = True,
+        zoom_views: tuple[float, ...] = DEFAULT_ZOOM_VIEWS,
         worker_id: str | None = None,
         stop_event=None,
         slow_down_ms: float = 0.0,
@@ -51,6 +53,7 @@ class ClassifierWorker:
         self.model_path = model_path
         self.backend = backend
         self.flip_average = flip_average
+        self.zoom_views = zoom_views
         self.worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}"
         self.batcher: FaceBatcher[FaceCrops] = FaceBatcher(max_batch, max_delay_ms / 1000.0)
         # Enough frames to fill one batch while the previous one runs.
@@ -70,7 +73,9 @@ class ClassifierWorker:
     def setup(self) -> None:
         from classifier.inference import EmotionClassifier  # loads TensorFlow or LiteRT
 
-        self.classifier = EmotionClassifier(self.model_path, self.backend, flip_average=self.flip_average)
+        self.classifier = EmotionClassifier(
+            self.model_path, self.backend, flip_average=self.flip_average, zoom_views=self.zoom_views
+        )
         self.context = zmq.Context()
         self.work_socket = make_socket(self.context, zmq.DEALER, self.work_endpoint, bind=False, hwm=self.credits)
         # A random identity, so a restarted worker is never taken for the one that died.

@@ -83,6 +83,7 @@ def run_classifier(args: argparse.Namespace) -> int:
         model_path=model_path,
         backend=backend,
         flip_average=settings.flip_average,
+        zoom_views=tuple(settings.zoom_views),
         stop_event=stop_event,
         slow_down_ms=args.slow_down_ms,
     )

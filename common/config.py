@@ -23,6 +23,10 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 Hwm = Annotated[int, Field(ge=1, le=10_000)]
 
 
+# Zoom factors of the classifier's extra views of each face; docs/model.md measures each choice.
+DEFAULT_ZOOM_VIEWS = (1.1,)
+
+
 class Section(BaseModel):
     # strict: a TOML string "32" is not silently taken for the number 32.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
@@ -107,8 +111,13 @@ class ClassifierConfig(Section):
     backend: Literal["keras", "litert"] = Field("litert", description="inference backend for the model")
     flip_average: bool = Field(
         True,
-        description="also classify each face mirrored left to right and average both results "
+        description="also classify each face mirrored left to right and average the results "
                     "(more accurate, twice the model work per face)")
+    zoom_views: list[Annotated[float, Field(gt=1, le=2)]] = Field(
+        list(DEFAULT_ZOOM_VIEWS), max_length=4,
+        description="zoom factors of extra views of each face, its centre enlarged, whose results are "
+                    "averaged in (each adds one more model input per face, two with flip_average); "
+                    "[] for none")
 
 
 class SinkConfig(Section):

@@ -79,6 +79,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, str):
         # A JSON string with ASCII escapes is also a valid TOML basic string.
         return json.dumps(value, ensure_ascii=True)

@@ -58,14 +58,15 @@ def test_quick_classify_reports_every_method(tmp_path):
     methods = {(row["backend"], row["method"], row["batch_size"]) for row in rows}
     expected = {("keras", "predict", 1), ("keras", "compiled", 1)}
     expected |= {(backend, "classifier", size) for backend in ("keras", "litert") for size in (1, 8, 32, 128)}
-    expected |= {("litert", "flip_average", 32)}
+    expected |= {("litert", "views", 32)}
     assert methods == expected
     for row in rows:
         assert row["faces_per_s"] > 0, row
         assert row["latency_ms"] > 0, row
     assert report["classify"]["best"]["speedup_vs_predict"] > 1, "batching should beat model.predict per face"
     assert "| litert batch 32 |" in result.stdout
-    assert "| litert batch 32, flip averaging |" in result.stdout
+    assert "| litert batch 32, views: original, each also mirrored |" in result.stdout
+    assert sorted(row["views_per_face"] for row in rows if row["method"] == "views") == [2, 4]
     assert "pipeline" not in report
 
 

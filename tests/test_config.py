@@ -37,6 +37,7 @@ def test_defaults_without_file():
     assert config.classifier.max_delay_ms == 10.0
     assert config.classifier.workers == 1
     assert config.classifier.flip_average is True
+    assert config.classifier.zoom_views == [1.1]
     assert config.capture.source is None
     assert config.sink.record is None
     assert config.metrics.host == "127.0.0.1"
@@ -122,6 +123,8 @@ def test_unknown_top_level_value(tmp_path):
     ("metrics.sink=70000", ["metrics.sink = 70000", "integer from 0 to 65535"]),
     ("detector.min_face_size=0", ["detector.min_face_size = 0", "integer from 1 to 4096"]),
     ("sink.classification_timeout_ms=0", ["sink.classification_timeout_ms = 0", "integer from 1 to 60000"]),
+    ("classifier.zoom_views=[1.1, 0.9]", ["classifier.zoom_views.1 = 0.9", "greater than 1"]),
+    ("classifier.zoom_views=[1.1, 1.2, 1.3, 1.4, 1.5]", ["classifier.zoom_views", "at most 4 items"]),
 ])
 def test_out_of_range_value_named(override, words):
     message = config_error([override])

@@ -14,10 +14,11 @@ from classifier.inference import EmotionClassifier
 from classifier.labels import EMOTIONS
 from classifier.model import build_mini_xception
 from common.cli import main
+from common.config import load_config
 
 JSON_KEYS = {
     "accuracy", "params", "split", "n", "per_class", "accuracy_dedup", "n_dedup", "duplicates_excluded",
-    "confusion_matrix", "model", "flip_average",
+    "confusion_matrix", "model", "flip_average", "zoom_views",
 }
 
 
@@ -135,16 +136,34 @@ def test_json_has_all_figures(run_evaluate, dataset, predictions):
     assert "Predicting" in err
 
 
-def test_no_flip_average_flag(run_evaluate, dataset, model_path):
-    status, out, _ = run_evaluate("--split", "PublicTest", "--json", "--no-flip-average")
+def test_single_view_flags(run_evaluate, dataset, model_path):
+    status, out, _ = run_evaluate("--split", "PublicTest", "--json", "--no-flip-average", "--zoom-views", "none")
 
     assert status == 0
     result = last_json(out)
     assert result["flip_average"] is False
-    assert last_json(run_evaluate("--split", "PublicTest", "--json")[1])["flip_average"] is True
-    plain = EmotionClassifier(model_path, flip_average=False).predict(dataset.faces["PublicTest"]).argmax(axis=1)
+    assert result["zoom_views"] == []
+    classifier = EmotionClassifier(model_path, flip_average=False, zoom_views=())
+    plain = classifier.predict(dataset.faces["PublicTest"]).argmax(axis=1)
     assert result["accuracy"] == pytest.approx(float((plain == dataset.labels["PublicTest"]).mean()), abs=1e-4)
-    assert "flip avg  off" in out
+    assert "views     original\n" in out
+
+
+def test_default_views_are_the_live_ones(run_evaluate):
+    result = last_json(run_evaluate("--split", "PublicTest", "--json")[1])
+
+    live = load_config(None).classifier
+    assert result["flip_average"] is live.flip_average
+    assert result["zoom_views"] == live.zoom_views
+
+
+def test_zoom_views_flag(run_evaluate, dataset, model_path):
+    result = last_json(run_evaluate("--split", "PublicTest", "--json", "--zoom-views", "1.05,1.2")[1])
+
+    assert result["zoom_views"] == [1.05, 1.2]
+    classifier = EmotionClassifier(model_path, zoom_views=(1.05, 1.2))
+    predicted = classifier.predict(dataset.faces["PublicTest"]).argmax(axis=1)
+    assert result["accuracy"] == pytest.approx(float((predicted == dataset.labels["PublicTest"]).mean()), abs=1e-4)
 
 
 def test_dedup_excludes_planted_copies(run_evaluate, dataset, predictions):

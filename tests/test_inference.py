@@ -20,8 +20,9 @@ from classifier.inference import (
 )
 from classifier.labels import NUM_CLASSES
 from classifier.model import build_mini_xception
-from classifier.preprocess import resize_face, to_grayscale
+from classifier.preprocess import preprocess_faces, resize_face, to_grayscale, zoom_faces
 from common.cli import main
+from common.config import load_config
 
 # Float32 TFLite differs from TensorFlow only by rounding: at most 1e-6 per probability
 # on a partly trained mini-Xception.
@@ -102,8 +103,8 @@ def test_predict_returns_probabilities(keras_classifier, litert_classifier, face
 @pytest.mark.parametrize("backend", ["keras", "litert"])
 def test_flip_average_means_both_views(models, faces, backend):
     path = models.keras_path if backend == "keras" else models.tflite_path
-    plain = EmotionClassifier(path, backend=backend, flip_average=False)
-    averaged = EmotionClassifier(path, backend=backend)
+    plain = EmotionClassifier(path, backend=backend, flip_average=False, zoom_views=())
+    averaged = EmotionClassifier(path, backend=backend, zoom_views=())
 
     expected = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
 
@@ -113,12 +114,38 @@ def test_flip_average_means_both_views(models, faces, backend):
 
 
 def test_symmetric_faces_unchanged_by_flip(models, faces):
-    plain = EmotionClassifier(models.keras_path, backend="keras", flip_average=False)
-    averaged = EmotionClassifier(models.keras_path, backend="keras")
+    plain = EmotionClassifier(models.keras_path, backend="keras", flip_average=False, zoom_views=())
+    averaged = EmotionClassifier(models.keras_path, backend="keras", zoom_views=())
     left_halves = faces[:20, :, :24]
     symmetric = np.concatenate([left_halves, left_halves[:, :, ::-1]], axis=2)
 
     np.testing.assert_allclose(averaged.predict(symmetric), plain.predict(symmetric), atol=PROBABILITY_TOLERANCE)
+
+
+def test_zoom_views_mean_of_four_inputs(models, faces):
+    averaged = EmotionClassifier(models.keras_path, backend="keras", zoom_views=(1.1,))
+    inputs = preprocess_faces(faces)
+    zoomed = zoom_faces(inputs, 1.1)
+    views = [inputs, zoomed, inputs[:, :, ::-1], zoomed[:, :, ::-1]]
+
+    expected = np.mean([averaged.runner(view) for view in views], axis=0)
+
+    np.testing.assert_allclose(averaged.predict(faces), expected, atol=PROBABILITY_TOLERANCE)
+    assert averaged.views_per_face == 4
+    assert averaged.describe_views() == "original, zoom 1.1, each also mirrored"
+
+
+def test_default_views_match_live_classifier(models):
+    classifier = EmotionClassifier(models.keras_path)
+
+    assert classifier.zoom_views == tuple(load_config(None).classifier.zoom_views)
+    assert classifier.flip_average is load_config(None).classifier.flip_average
+
+
+@pytest.mark.parametrize("zoom_views", [(1.0,), (0.9,), (2.5,)])
+def test_bad_zoom_views_rejected(models, zoom_views):
+    with pytest.raises(ValueError, match="zoom views above 1"):
+        EmotionClassifier(models.keras_path, backend="keras", zoom_views=zoom_views)
 
 
 def test_faces_have_distinct_predictions(keras_classifier, faces):
@@ -273,3 +300,30 @@ def test_colour_input_model_rejected(tmp_path):
         EmotionClassifier(path)
 
     assert str(path) in str(raised.value)
+
+
+def test_zoom_faces_crops_the_border():
+    inputs = np.full((3, 48, 48, 1), -1.0, dtype=np.float32)
+    inputs[:, :2] = inputs[:, -2:] = inputs[:, :, :2] = inputs[:, :, -2:] = 1.0
+
+    zoomed = zoom_faces(inputs, 1.1)
+
+    assert zoomed.shape == inputs.shape
+    assert zoomed.dtype == np.float32
+    # 1.1 keeps the middle 44 of 48 pixels, so the 2-pixel border is gone.
+    np.testing.assert_array_equal(zoomed, -1.0)
+
+
+def test_zoom_faces_enlarges_the_centre():
+    inputs = np.full((1, 48, 48, 1), -1.0, dtype=np.float32)
+    inputs[0, 20:28, 20:28] = 1.0
+
+    zoomed = zoom_faces(inputs, 2.0)
+
+    bright = (zoomed > 0).sum()
+    assert 14 * 14 <= bright <= 18 * 18
+
+
+def test_zoom_faces_rejects_zoom_below_one():
+    with pytest.raises(ValueError, match="zoom of at least 1"):
+        zoom_faces(np.zeros((1, 48, 48, 1), dtype=np.float32), 0.9)

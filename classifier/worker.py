@@ -55,6 +55,8 @@ class ClassifierWorker:
         self.flip_average = flip_average
         self.zoom_views = zoom_views
         self.worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}"
+        # The ZeroMQ identity, which the detector logs: the worker id plus a random suffix set in setup().
+        self.identity = self.worker_id
         self.batcher: FaceBatcher[FaceCrops] = FaceBatcher(max_batch, max_delay_ms / 1000.0)
         # Enough frames to fill one batch while the previous one runs.
         self.credits = 2 * max_batch
@@ -79,18 +81,19 @@ class ClassifierWorker:
         self.context = zmq.Context()
         self.work_socket = make_socket(self.context, zmq.DEALER, self.work_endpoint, bind=False, hwm=self.credits)
         # A random identity, so a restarted worker is never taken for the one that died.
-        self.work_socket.setsockopt(zmq.IDENTITY, f"{self.worker_id}-{uuid.uuid4().hex[:8]}".encode())
+        self.identity = f"{self.worker_id}-{uuid.uuid4().hex[:8]}"
+        self.work_socket.setsockopt(zmq.IDENTITY, self.identity.encode())
         self.results_socket = make_socket(self.context, zmq.PUSH, self.results_endpoint, bind=False, hwm=64)
 
         send_parts(self.work_socket, encode_control(WorkerReady(self.credits)))
         self.next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL_S
         logger.info(
             "Classifier worker %s asking %s for work (max batch %d faces, max delay %.1f ms)",
-            self.worker_id, self.work_endpoint, self.batcher.max_batch, self.batcher.max_delay_s * 1000,
+            self.identity, self.work_endpoint, self.batcher.max_batch, self.batcher.max_delay_s * 1000,
         )
         if self.slow_down_s:
             logger.warning("Classifier worker %s slowed down on purpose by %.1f ms per face",
-                           self.worker_id, self.slow_down_s * 1000)
+                           self.identity, self.slow_down_s * 1000)
 
     def step(self, timeout_s: float) -> bool:
         now = time.monotonic()
@@ -183,5 +186,5 @@ class ClassifierWorker:
             self.results_socket.close(linger=CLOSE_LINGER_MS)
         if self.context is not None:
             self.context.term()
-        logger.info("Classifier worker %s closed with %d frames unclassified", self.worker_id, self.frames_in_progress)
+        logger.info("Classifier worker %s closed with %d frames unclassified", self.identity, self.frames_in_progress)
 

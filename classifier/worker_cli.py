@@ -93,6 +93,7 @@ def run_classifier(args: argparse.Namespace) -> int:
     return run_stage(
         logic,
         stage="classifier",
+        log_name=f"classifier-{args.worker_index}",
         log_level=args.log_level,
         metrics_port=metrics_port or None,
         metrics_host=config.metrics.host,

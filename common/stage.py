@@ -61,6 +61,7 @@ class StageRunner:
 
     `metrics_port`: None disables the metrics server, 0 picks a free port.
     `log_level`: None leaves logging as it is (for tests inside one process).
+    `log_name`: the name in brackets on each log line, `stage` by default.
     `stop_event`: pass one to share it with the logic, so that long operations
     inside a step can watch it too.
     """
@@ -69,13 +70,14 @@ class StageRunner:
                  log_level: str | None = "INFO", metrics_port: int | None = None,
                  metrics_host: str = "127.0.0.1", ready_file: Path | None = None,
                  step_timeout_s: float = 0.1, stop_event: threading.Event | None = None,
-                 handle_signals: bool = True):
+                 handle_signals: bool = True, log_name: str | None = None):
         if step_timeout_s <= 0:
             raise ValueError(f"step_timeout_s must be above 0 seconds, got {step_timeout_s}")
         self.logic = logic
         self.stage = stage
         self.source = source
         self.log_level = log_level
+        self.log_name = log_name or stage
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.ready_file = ready_file
@@ -100,7 +102,7 @@ class StageRunner:
             raise RuntimeError("signal handlers can only be installed in the main thread: pass "
                                "handle_signals=False and call request_stop() instead")
         if self.log_level is not None:
-            setup_logging(self.stage, self.log_level, self.source)
+            setup_logging(self.log_name, self.log_level, self.source)
         started = time.monotonic()
         logger.info("Stage %s starting (pid %d)", self.stage, os.getpid())
         set_stage_state(self.stage, "starting")

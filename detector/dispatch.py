@@ -22,6 +22,11 @@ Key = TypeVar("Key", bound=Hashable)
 Item = TypeVar("Item")
 
 
+def worker_name(worker_id: bytes) -> str:
+    """Return a worker's ZeroMQ identity as the text the worker logs, such as "host-123-1a2b3c4d"."""
+    return worker_id.decode("ascii", errors="backslashreplace")
+
+
 @dataclass
 class WorkerState(Generic[Key, Item]):
     credits: int
@@ -51,7 +56,7 @@ class WorkDispatcher(Generic[Key, Item]):
         """Register a worker, or add credit to a known one."""
         worker = self.workers.get(worker_id)
         if worker is None:
-            logger.info("Classifier worker %s joined with %d credits", worker_id.hex(), credits)
+            logger.info("Classifier worker %s joined with %d credits", worker_name(worker_id), credits)
             self.workers[worker_id] = WorkerState(credits=credits, last_seen=now)
             return
         worker.credits += credits
@@ -104,7 +109,7 @@ class WorkDispatcher(Generic[Key, Item]):
         self.backlog.extendleft(reversed(requeued))
         logger.warning(
             "Classifier worker %s removed (%s); %d frames in flight re-queued",
-            worker_id.hex(), reason, len(requeued),
+            worker_name(worker_id), reason, len(requeued),
         )
         return len(requeued)
 

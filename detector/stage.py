@@ -22,7 +22,7 @@ from common.metrics import FACES, FACES_REJECTED, FRAMES, MESSAGES_REJECTED, QUE
 from common.schema import DetectedFrame, EndOfStream, FaceCrops, Frame, MessageError, empty_boxes, encode, stamp
 from common.transport import decode_counted, make_socket, recv_parts, send_parts
 from common.work import Heartbeat, WorkerDone, WorkerReady, decode_control
-from detector.dispatch import WorkDispatcher
+from detector.dispatch import WorkDispatcher, worker_name
 from detector.quality import QualityConfig, screen_faces
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class DetectorStage:
                 message = decode_control(payload)
             except MessageError as error:
                 MESSAGES_REJECTED.labels(stage=STAGE, reason=error.reason).inc()
-                logger.warning("Rejected a control message from worker %s: %s", worker_id.hex(), error)
+                logger.warning("Rejected a control message from worker %s: %s", worker_name(worker_id), error)
                 continue
 
             now = time.monotonic()

@@ -85,3 +85,10 @@ def test_unknown_worker_ignored():
 def test_invalid_timeout_rejected():
     with pytest.raises(ValueError, match="worker_timeout_s"):
         WorkDispatcher(worker_timeout_s=0)
+
+
+def test_worker_name_is_readable_identity():
+    from detector.dispatch import worker_name
+
+    assert worker_name(b"host-12-1a2b3c4d") == "host-12-1a2b3c4d"
+    assert worker_name(b"bad-\xff") == "bad-\\xff"

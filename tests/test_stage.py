@@ -187,3 +187,19 @@ def test_process_crash_exits_1_with_traceback(start_process, tmp_path):
     assert "RuntimeError: planned crash at step 3" in stderr
     assert closed_file.read_text() == "closed after 3 steps\n"
 
+
+
+def test_classifier_worker_logs_its_index(tmp_path):
+    import subprocess
+    import sys
+
+    missing = tmp_path / "missing.tflite"
+    result = subprocess.run(
+        [sys.executable, "-m", "common.cli", "classifier", "--worker-index", "3", "--model", str(missing),
+         "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert "[classifier-3] common.stage: Stage classifier failed to start" in result.stderr
+    assert "[classifier] " not in result.stderr

@@ -79,10 +79,10 @@ class ClassifierWorker:
             self.model_path, self.backend, flip_average=self.flip_average, zoom_views=self.zoom_views
         )
         self.context = zmq.Context()
-        self.work_socket = make_socket(self.context, zmq.DEALER, self.work_endpoint, bind=False, hwm=self.credits)
-        # A random identity, so a restarted worker is never taken for the one that died.
+        # A random suffix, so a restarted worker is never taken for the one that died.
         self.identity = f"{self.worker_id}-{uuid.uuid4().hex[:8]}"
-        self.work_socket.setsockopt(zmq.IDENTITY, self.identity.encode())
+        self.work_socket = make_socket(self.context, zmq.DEALER, self.work_endpoint, bind=False, hwm=self.credits,
+                                       identity=self.identity.encode())
         self.results_socket = make_socket(self.context, zmq.PUSH, self.results_endpoint, bind=False, hwm=64)
 
         send_parts(self.work_socket, encode_control(WorkerReady(self.credits)))

@@ -96,8 +96,12 @@ def default_endpoint(run_dir: Path, name: str) -> str:
     return validate_endpoint(f"ipc://{Path(run_dir).absolute() / f'{name}.ipc'}")
 
 
-def make_socket(context: zmq.Context, socket_type: int, endpoint: str, *, bind: bool, hwm: int) -> zmq.Socket:
+def make_socket(context: zmq.Context, socket_type: int, endpoint: str, *, bind: bool, hwm: int,
+                identity: bytes | None = None) -> zmq.Socket:
     """Create a socket with the pipeline's options, then bind or connect it to `endpoint`.
+
+    `identity` names the socket to a ROUTER peer; ZeroMQ applies it only when
+    it is set before the connection, so it is set here.
 
     Raises EndpointError for an invalid endpoint and TransportError when binding or
     connecting fails; the socket is closed in both cases.
@@ -112,6 +116,8 @@ def make_socket(context: zmq.Context, socket_type: int, endpoint: str, *, bind: 
         socket.setsockopt(zmq.SNDHWM, hwm)
         socket.setsockopt(zmq.RCVHWM, hwm)
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_ARRAY_BYTES)
+        if identity is not None:
+            socket.setsockopt(zmq.IDENTITY, identity)
         if bind:
             socket.bind(endpoint)
         else:

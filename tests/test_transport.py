@@ -111,6 +111,20 @@ def test_make_socket_sets_options(zmq_context, ipc_endpoint):
     assert socket.getsockopt(zmq.MAXMSGSIZE) > 0
 
 
+def test_make_socket_identity_reaches_router(zmq_context, ipc_endpoint):
+    endpoint = ipc_endpoint("identity")
+    router = make_socket(zmq_context, zmq.ROUTER, endpoint, bind=True, hwm=4)
+    dealer = make_socket(zmq_context, zmq.DEALER, endpoint, bind=False, hwm=4, identity=b"worker-7-abc")
+
+    assert send_parts(dealer, [b"ready"], timeout_ms=TIMEOUT_MS)
+    identity, payload = recv_parts(router, TIMEOUT_MS)
+
+    assert identity.bytes == b"worker-7-abc"
+    assert payload.bytes == b"ready"
+    dealer.close()
+    router.close()
+
+
 @pytest.mark.parametrize("hwm", [0, -1, True, 2.5])
 def test_make_socket_rejects_unbounded_hwm(zmq_context, ipc_endpoint, hwm):
     with pytest.raises(ValueError, match="hwm"):

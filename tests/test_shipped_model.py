@@ -19,6 +19,8 @@ FER_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "
 SAMPLE_SIZE = 400
 # Always predicting the majority class, happy, scores 879 / 3589 = 0.245 on PrivateTest.
 MIN_ACCURACY = 0.5
+# The project's budget for a model that runs live on a CPU.
+MAX_PARAMETERS = 100_000
 
 
 def keras_model_path() -> Path:
@@ -75,3 +77,9 @@ def test_shipped_export_matches_keras(private_test, keras_probabilities):
 
     np.testing.assert_array_equal(probabilities.argmax(axis=1), keras_probabilities.argmax(axis=1))
     np.testing.assert_allclose(probabilities, keras_probabilities, atol=1e-4)
+
+
+def test_shipped_model_within_parameter_budget():
+    classifier = EmotionClassifier(keras_model_path(), backend="keras")
+
+    assert classifier.param_count <= MAX_PARAMETERS, f"{classifier.param_count:,} parameters"

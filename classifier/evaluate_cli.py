@@ -16,9 +16,13 @@ def zoom_view_list(text: str) -> tuple[float, ...]:
     """Parse comma-separated zoom factors above 1 and at most 2, or "none"."""
     if text.strip().lower() == "none":
         return ()
+    from classifier.inference import check_zoom_views
+
     zooms = tuple(parse_number(part.strip(), float) for part in text.split(","))
-    if any(not 1 < zoom <= 2 for zoom in zooms):
-        raise argparse.ArgumentTypeError(f"expected zoom factors above 1 and at most 2, or none, got {text}")
+    try:
+        check_zoom_views(zooms)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected zoom factors above 1 and at most 2, or none, got {text}") from None
     return zooms
 
 

@@ -151,6 +151,12 @@ class LiteRtRunner:
         return self.interpreter.get_tensor(self.output_index)
 
 
+def check_zoom_views(zoom_views: Sequence[float]) -> None:
+    """Raise ValueError unless every zoom factor is above 1 and at most 2, as `classifier.zoom_views` allows."""
+    if any(not 1 < zoom <= 2 for zoom in zoom_views):
+        raise ValueError(f"expected zoom views above 1 and at most 2, got {list(zoom_views)}")
+
+
 def describe_views(zoom_views: Sequence[float], flip_average: bool) -> str:
     """Name the views each face is classified in, such as "original, zoom 1.1, each also mirrored"."""
     names = ["original"] + [f"zoom {zoom:g}" for zoom in zoom_views]
@@ -175,7 +181,7 @@ class EmotionClassifier:
             `classifier.preprocess.zoom_faces`); their probabilities are
             averaged in as well. With flip averaging each view also runs
             mirrored, so a face costs 2 * (1 + len(zoom_views)) model inputs.
-            Defaults to the live classifier's `classifier.zoom_views`;
+            Defaults to the live classifier's `classifier.zoom_views`.
             docs/model.md gives the accuracy of each setting.
 
     Raises:
@@ -205,8 +211,7 @@ class EmotionClassifier:
             )
         self.backend = backend
         self.flip_average = flip_average
-        if any(not 1 < zoom <= 2 for zoom in zoom_views):
-            raise ValueError(f"expected zoom views above 1 and at most 2, got {list(zoom_views)}")
+        check_zoom_views(zoom_views)
         self.zoom_views = tuple(zoom_views)
         self.model_path = Path(model_path) if model_path is not None else default_model_path(backend)
 
@@ -240,7 +245,7 @@ class EmotionClassifier:
         `faces` is uint8 of shape (N, S, S) with S the model's input size, or
         any faces that `classifier.preprocess.preprocess_faces` accepts (other
         sizes, BGR or BGRA). The whole batch runs in one model call, which
-        contains every view of every face; the result is the mean over views.
+        contains every view of every face, and returns the mean over views.
         """
         inputs = preprocess_faces(faces, self.input_size)
         count = len(inputs)

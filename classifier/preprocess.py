@@ -60,10 +60,11 @@ def zoom_faces(inputs: np.ndarray, zoom: float) -> np.ndarray:
         raise ValueError(f"expected a zoom of at least 1, got {zoom}")
     size = inputs.shape[1]
     side = max(1, round(size / zoom))
-    start = (size - side) // 2
-    centres = inputs[:, start:start + side, start:start + side, 0]
     if side == size:
         return inputs.copy()
+
+    start = (size - side) // 2
+    centres = inputs[:, start:start + side, start:start + side, 0]
     zoomed = [cv2.resize(centre, (size, size), interpolation=cv2.INTER_LINEAR) for centre in centres]
     return np.stack(zoomed)[..., np.newaxis]
 

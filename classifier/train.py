@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from classifier.augment import make_augmentation
 from classifier.data import FerSplit, load_fer2013
 from classifier.model import BLOCK_FILTERS, build_mini_xception
 from classifier.preprocess import DEFAULT_INPUT_SIZE, preprocess_faces
@@ -115,23 +116,6 @@ def make_dataset(split: FerSplit, config: TrainConfig, training: bool) -> tf.dat
         augment = make_augmentation(config.seed)
         dataset = dataset.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def make_augmentation(seed: int) -> keras.Sequential:
-    """Random shifts, small rotations, zoom and horizontal flips, as in the original recipe.
-
-    The original used Keras 2's ImageDataGenerator with rotation_range=10
-    degrees, width and height shifts of 10%, zoom of 10% and horizontal flips.
-    """
-    return keras.Sequential(
-        [
-            keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed),
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 1),
-            keras.layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 2),
-            keras.layers.RandomFlip("horizontal", seed=seed + 3),
-        ],
-        name="augmentation",
-    )
 
 
 def build_or_resume(config: TrainConfig) -> tuple[keras.Model, int, float]:

@@ -4,10 +4,10 @@ The original recipe (Keras 2's ImageDataGenerator with rotation_range=10,
 width and height shifts of 10%, zoom_range=0.1, horizontal flips) composes
 rotation, shift and zoom into one affine transform and interpolates each face
 once. Chaining Keras 3's RandomRotation, RandomTranslation and RandomZoom
-layers instead interpolates three times: on FER-2013 that left the training
-faces with about 40% of the fine detail (mean absolute Laplacian) of the
-unaugmented faces used at test time, and a model trained that way scored
-higher on blurred test faces than on the faces themselves.
+layers instead interpolates three times. On FER-2013 faces that kept about 40%
+of the fine detail (mean absolute Laplacian) of the faces used at test time,
+and a model trained that way scored higher on blurred test faces than on the
+faces themselves.
 """
 
 import math
@@ -44,8 +44,9 @@ class RandomAffine(keras.layers.Layer):
         super().__init__(**kwargs)
         if rotation_degrees < 0 or shift_fraction < 0 or not 0 <= zoom_fraction < 1:
             raise ValueError(
-                "expected rotation_degrees >= 0, shift_fraction >= 0 and 0 <= zoom_fraction < 1, got "
-                f"{rotation_degrees}, {shift_fraction} and {zoom_fraction}"
+                f"invalid augmentation ranges rotation_degrees={rotation_degrees}, shift_fraction={shift_fraction}, "
+                f"zoom_fraction={zoom_fraction}: expected rotation_degrees >= 0, shift_fraction >= 0 "
+                "and 0 <= zoom_fraction < 1"
             )
         self.rotation_degrees = rotation_degrees
         self.shift_fraction = shift_fraction
@@ -55,7 +56,7 @@ class RandomAffine(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
-        """Warp `images` of shape (N, H, W, C); at inference time return them unchanged."""
+        """Warp `images` of shape (N, H, W, C). At inference time, return them unchanged."""
         if not training:
             return images
 
@@ -98,6 +99,7 @@ class RandomAffine(keras.layers.Layer):
         return ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
     def uniform(self, shape, low: float, high: float):
+        """Draw values uniformly from `low` to `high` with the layer's seed generator."""
         return keras.random.uniform(shape, minval=low, maxval=high, seed=self.seed_generator)
 
     def compute_output_shape(self, input_shape):

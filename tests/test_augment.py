@@ -20,20 +20,20 @@ def detail(images: np.ndarray) -> float:
     return float(np.mean([np.abs(cv2.Laplacian(image, cv2.CV_32F)).mean() for image in images[..., 0]]))
 
 
-def test_zero_ranges_return_the_faces_unchanged():
+def test_zero_ranges_keep_faces():
     faces = smooth_faces(8)
     still = RandomAffine(rotation_degrees=0, shift_fraction=0, zoom_fraction=0, flip=False, seed=1)
 
     np.testing.assert_array_equal(np.asarray(still(faces, training=True)), faces)
 
 
-def test_inference_returns_the_faces_unchanged():
+def test_inference_keeps_faces():
     faces = smooth_faces(8)
 
     np.testing.assert_array_equal(np.asarray(make_augmentation(1)(faces, training=False)), faces)
 
 
-def test_flip_mirrors_about_half_of_the_faces():
+def test_flip_mirrors_about_half():
     faces = smooth_faces(64)
     flip_only = RandomAffine(rotation_degrees=0, shift_fraction=0, zoom_fraction=0, flip=True, seed=1)
 
@@ -45,7 +45,7 @@ def test_flip_mirrors_about_half_of_the_faces():
     assert 16 <= mirrored.sum() <= 48
 
 
-def test_rotation_and_zoom_turn_about_the_centre():
+def test_rotation_and_zoom_keep_centre():
     # An odd size puts the centre on a pixel, which rotation and zoom must leave in place.
     faces = smooth_faces(16, size=49)
     turn = RandomAffine(rotation_degrees=10, shift_fraction=0, zoom_fraction=0.1, flip=False, seed=2)
@@ -56,7 +56,7 @@ def test_rotation_and_zoom_turn_about_the_centre():
     assert not np.allclose(out, faces)
 
 
-def test_shifts_stay_within_their_fraction():
+def test_shifts_within_fraction():
     # Each pixel's value is its x coordinate, so a shift by s pixels changes the centre value by s.
     ramp = np.tile(np.arange(49, dtype=np.float32), (49, 1))
     faces = np.repeat(ramp[np.newaxis, ..., np.newaxis], 64, axis=0)
@@ -68,9 +68,9 @@ def test_shifts_stay_within_their_fraction():
     assert np.abs(moved).max() > 2
 
 
-def test_augmented_faces_keep_most_of_their_detail():
-    # One resampling keeps about 80% of the detail of these images; chaining
-    # Keras's rotation, translation and zoom layers, each resampling in turn, kept 56%.
+def test_augmentation_keeps_most_detail():
+    # One resampling keeps about 80% of the detail of these images. Chaining Keras's
+    # rotation, translation and zoom layers, each resampling in turn, kept about 56%.
     faces = smooth_faces(128)
 
     augmented = np.asarray(make_augmentation(5)(faces, training=True))
@@ -83,6 +83,6 @@ def test_augmented_faces_keep_most_of_their_detail():
     "kwargs",
     [{"rotation_degrees": -1}, {"shift_fraction": -0.1}, {"zoom_fraction": 1.0}],
 )
-def test_bad_ranges_are_rejected(kwargs):
+def test_bad_ranges_rejected(kwargs):
     with pytest.raises(ValueError, match="expected rotation_degrees"):
         RandomAffine(**kwargs)
